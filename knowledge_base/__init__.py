@@ -1,0 +1,1 @@
+"""The house's care guides and FAQs (documents/), their chunking, and labelled questions (eval/)."""

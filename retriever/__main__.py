@@ -1,0 +1,3 @@
+from retriever.cli import app
+
+app(prog_name="python -m retriever")

@@ -1,0 +1,147 @@
+"""Command line: build an index from a BEIR corpus.jsonl or a folder of documents, and search it.
+
+    python -m retriever build --corpus ../shared/datasets/scifact/corpus.jsonl --index-dir indexes/scifact
+    python -m retriever build --folder knowledge_base/documents --index-dir indexes/kb
+    python -m retriever search --index-dir indexes/scifact "do statins lower cancer risk?"
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from retriever.beir import iter_corpus
+from retriever.encoder import ColBERTAttEncoder, ProgressCallback
+from retriever.errors import ColBERTAttError
+from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.scoring import ScoringMode
+from retriever.settings import AttentionStrategy, EncoderSettings, IndexSettings
+
+app = typer.Typer(help="ColBERT-Att retrieval: build and search attention-weighted late-interaction indexes.")
+console = Console(stderr=True)
+FOLDER_SUFFIXES = (".md", ".txt")
+
+
+@contextmanager
+def encoding_progress(total: int, label: str) -> Iterator[ProgressCallback]:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda done: progress.advance(task, done)
+
+
+def documents_from_folder(folder: Path) -> list[DocumentInput]:
+    """Every .md / .txt file under `folder` as one document, id = its path relative to the folder."""
+    documents = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in FOLDER_SUFFIXES and p.is_file()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ColBERTAttError(f"{path} is not UTF-8 text (byte {exc.start}); convert it or remove it.") from exc
+        if text.strip():
+            relative = path.relative_to(folder).as_posix()
+            documents.append(DocumentInput(id=relative, text=text, metadata={"source_path": relative}))
+    return documents
+
+
+def _parse_filters(values: list[str]) -> MetadataFilters | None:
+    rules = []
+    for value in values:
+        key, separator, expected = value.partition("=")
+        if not separator or not key:
+            raise typer.BadParameter(f"--filter takes key=value, got {value!r}.")
+        rules.append(MetadataFilter(key=key, value=expected, operator=FilterOperator.EQ))
+    return MetadataFilters(filters=rules) if rules else None
+
+
+@app.command()
+def build(
+    index_dir: Annotated[Path, typer.Option(help="Where the index is written (created or updated).")],
+    corpus: Annotated[Path | None, typer.Option(help="A BEIR corpus.jsonl file.")] = None,
+    folder: Annotated[Path | None, typer.Option(help="A folder of .md / .txt documents.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Index only the first N documents.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model folder (default: bundled all-MiniLM-L6-v2).")] = None,
+    attention: Annotated[AttentionStrategy, typer.Option(help="How A is read from attention.")] = (
+        AttentionStrategy.CLS_LAST
+    ),
+    document_max_tokens: Annotated[int, typer.Option(help="Document length in word pieces.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 32,
+    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+) -> None:
+    """Encode documents and write (or update in place) an index directory."""
+    if (corpus is None) == (folder is None):
+        raise typer.BadParameter("Give exactly one of --corpus or --folder.")
+    try:
+        if corpus is not None:
+            documents = [DocumentInput(id=d.id, text=d.full_text, metadata={"title": d.title}) for d in iter_corpus(corpus)]
+        else:
+            assert folder is not None
+            documents = documents_from_folder(folder)
+        documents = documents[:limit] if limit is not None else documents
+        settings = EncoderSettings(
+            model_path=model,
+            attention_strategy=attention,
+            document_max_tokens=document_max_tokens,
+            batch_size=batch_size,
+            num_threads=threads,
+        )
+        encoder = ColBERTAttEncoder(settings)
+        if (index_dir / "manifest.json").is_file():
+            index = MultiVectorIndex.load(index_dir, encoder=encoder)
+            console.print(f"Updating {index_dir} ({len(index)} documents).")
+        else:
+            index = MultiVectorIndex(encoder, IndexSettings(encoder=settings))
+        # Documents already indexed with the same text and metadata are not encoded again.
+        changed = [
+            d for d in documents if d.id not in index or (index.get(d.id).text, index.get(d.id).metadata) != (d.text, d.metadata)
+        ]
+        with encoding_progress(len(changed), "Encoding documents") as advance:
+            index.upsert(changed, progress=advance)
+        manifest = index.persist(index_dir)
+    except ColBERTAttError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(code=2) from exc
+    console.print(
+        f"Index {index_dir}: {manifest.document_count} documents, {manifest.token_count} tokens, "
+        f"FAISS {manifest.faiss_kind}, generation {manifest.generation}."
+    )
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The question to search for.")],
+    index_dir: Annotated[Path, typer.Option(help="An index built with `build`.")],
+    top_k: Annotated[int, typer.Option(min=1, help="How many documents to show.")] = 10,
+    scoring: Annotated[ScoringMode, typer.Option(help="Score used to rank.")] = ScoringMode.COLBERT_ATT,
+    filter_: Annotated[list[str] | None, typer.Option("--filter", help="Metadata key=value (repeatable).")] = None,
+) -> None:
+    """Search an index and print the best documents."""
+    try:
+        index = MultiVectorIndex.load(index_dir)
+        hits = index.search(query, top_k=top_k, mode=scoring, filters=_parse_filters(filter_ or []))
+    except ColBERTAttError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(code=2) from exc
+    table = Table("rank", "id", "score", "normalised", "text")
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", f"{hit.normalised_score:.3f}", hit.text[:100].replace("\n", " "))
+    Console().print(table)
+
+
+@app.callback()
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,217 @@
+"""One forward pass per text gives every token's L2-normalised vector and its attention weight A."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from retriever.attention import supports_recomputed_attention, token_attention_weights
+from retriever.checkpoint import LoadedCheckpoint, load_checkpoint, resolve_model_path
+from retriever.errors import InvalidDocumentError, InvalidQueryError
+from retriever.settings import AttentionStrategy, EncoderSettings
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    """The kept tokens of one text: vectors (n, dim) float32 unit length, weights A (n,), token ids (n,)."""
+
+    vectors: np.ndarray
+    weights: np.ndarray
+    token_ids: np.ndarray
+    n_words: int
+    truncated: bool
+
+
+@dataclass
+class _Tokenized:
+    input_ids: list[int]
+    keep: list[bool]
+    n_words: int
+    truncated: bool
+
+
+def _is_punctuation(token: str) -> bool:
+    stripped = token.removeprefix("##")
+    return bool(stripped) and all(unicodedata.category(char).startswith("P") or char in "$+<=>^`|~" for char in stripped)
+
+
+class ColBERTAttEncoder:
+    """Encodes queries and documents into token vectors and ColBERT-Att attention weights."""
+
+    def __init__(self, settings: EncoderSettings | None = None, checkpoint: LoadedCheckpoint | None = None):
+        self.settings = settings or EncoderSettings()
+        self.checkpoint = checkpoint or load_checkpoint(self.settings.model_path)
+        _, self.model_name = resolve_model_path(self.settings.model_path)
+        if self.settings.num_threads is not None:
+            torch.set_num_threads(self.settings.num_threads)
+        info = self.checkpoint.info
+        self.tokenizer = self.checkpoint.tokenizer
+        self.backbone = self.checkpoint.backbone
+        self.projection = self.checkpoint.projection
+        if not supports_recomputed_attention(self.backbone):
+            # Attention maps must then come from the model itself.
+            self.backbone.set_attn_implementation("eager")
+        self.query_expansion = (
+            info.query_expansion if self.settings.query_expansion is None else self.settings.query_expansion
+        )
+        self._query_marker_id = self._marker_id(info.query_marker)
+        self._document_marker_id = self._marker_id(info.document_marker)
+        vocab_tokens = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+        self._punctuation_ids = {i for i, tok in enumerate(vocab_tokens) if tok and _is_punctuation(tok)}
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.checkpoint.weights_sha256
+
+    @property
+    def dim(self) -> int:
+        if self.projection is not None:
+            return int(self.projection.out_features)
+        return int(self.backbone.config.hidden_size)
+
+    def _marker_id(self, marker: str | None) -> int | None:
+        if not marker:
+            return None
+        for candidate in (marker, marker.strip()):
+            token_id = self.tokenizer.convert_tokens_to_ids(candidate)
+            if token_id is not None and token_id != self.tokenizer.unk_token_id:
+                return int(token_id)
+        raise InvalidDocumentError(f"Marker token {marker!r} of the checkpoint is not in its tokenizer vocabulary.")
+
+    # ---- tokenisation -------------------------------------------------------------------------------------
+
+    def _tokenize(self, texts: Sequence[str], max_tokens: int, marker_id: int | None, is_query: bool) -> list[_Tokenized]:
+        budget = max_tokens - (1 if marker_id is not None else 0)
+        batch = self.tokenizer(
+            list(texts), truncation=True, max_length=budget, return_offsets_mapping=True, add_special_tokens=True
+        )
+        special_ids = set(self.tokenizer.all_special_ids)
+        result = []
+        for text, ids, offsets in zip(texts, batch["input_ids"], batch["offset_mapping"], strict=True):
+            last_end = max((end for _, end in offsets), default=0)
+            truncated = bool(text[last_end:].strip())
+            if marker_id is not None:
+                ids = [ids[0], marker_id, *ids[1:]]
+            skip_punctuation = self.settings.skip_document_punctuation and not is_query
+            keep = [not (skip_punctuation and tid in self._punctuation_ids and tid not in special_ids) for tid in ids]
+            result.append(_Tokenized(list(ids), keep, len(text[:last_end].split()), truncated))
+        return result
+
+    # ---- forward ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _forward(self, items: list[_Tokenized], is_query: bool) -> list[EncodedText]:
+        expand = is_query and self.query_expansion
+        length = self.settings.query_max_tokens if expand else max(len(item.input_ids) for item in items)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
+        keep = torch.zeros((len(items), length), dtype=torch.bool)
+        for row, item in enumerate(items):
+            n = len(item.input_ids)
+            input_ids[row, :n] = torch.tensor(item.input_ids)
+            attention_mask[row, :n] = 1
+            keep[row, :n] = torch.tensor(item.keep)
+            if expand and n < length:
+                # Query augmentation: [MASK] tokens are kept as query vectors; whether the model attends to
+                # them follows the checkpoint's training.
+                input_ids[row, n:] = self.tokenizer.mask_token_id
+                keep[row, n:] = True
+                if self.checkpoint.info.attend_to_expansion_tokens:
+                    attention_mask[row, n:] = 1
+        strategy = self.settings.attention_strategy
+        needs_eager_maps = strategy is not AttentionStrategy.NONE and not supports_recomputed_attention(self.backbone)
+        output = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=torch.zeros_like(input_ids),
+            output_hidden_states=True,
+            output_attentions=needs_eager_maps,
+        )
+        hidden = output.last_hidden_state
+        if self.projection is not None:
+            hidden = self.projection(hidden)
+        vectors = torch.nn.functional.normalize(hidden.float(), p=2, dim=-1)
+        weights = token_attention_weights(
+            self.backbone,
+            output.hidden_states,
+            attention_mask,
+            strategy,
+            self.settings.attention_scaling,
+            self.settings.attention_temperature,
+            attentions=output.attentions if needs_eager_maps else None,
+        )
+        encoded = []
+        for row, item in enumerate(items):
+            mask = keep[row]
+            encoded.append(
+                EncodedText(
+                    vectors=vectors[row][mask].numpy(),
+                    weights=weights[row][mask].numpy(),
+                    token_ids=input_ids[row][mask].numpy().astype(np.int32),
+                    n_words=item.n_words,
+                    truncated=item.truncated,
+                )
+            )
+        return encoded
+
+    def _encode(
+        self, texts: Sequence[str], is_query: bool, progress: ProgressCallback | None
+    ) -> list[EncodedText]:
+        max_tokens = self.settings.query_max_tokens if is_query else self.settings.document_max_tokens
+        marker = self._query_marker_id if is_query else self._document_marker_id
+        items = self._tokenize(texts, max_tokens, marker, is_query)
+        # Length-sorted batches waste little compute on padding.
+        order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+        results: list[EncodedText | None] = [None] * len(items)
+        size = self.settings.batch_size
+        for start in range(0, len(order), size):
+            batch_ids = order[start : start + size]
+            for i, encoded in zip(batch_ids, self._forward([items[i] for i in batch_ids], is_query), strict=True):
+                results[i] = encoded
+            if progress is not None:
+                progress(len(batch_ids))
+        return [r for r in results if r is not None]
+
+    # ---- public API ---------------------------------------------------------------------------------------
+
+    def encode_queries(self, queries: Sequence[str], progress: ProgressCallback | None = None) -> list[EncodedText]:
+        for position, query in enumerate(queries):
+            if not isinstance(query, str):
+                raise InvalidQueryError(f"Query {position} is a {type(query).__name__}, not a string.")
+            if not query.strip():
+                raise InvalidQueryError(f"Query {position} is empty or whitespace: give some words to search for.")
+        encoded = self._encode(queries, is_query=True, progress=progress)
+        for query, item in zip(queries, encoded, strict=True):
+            if item.truncated:
+                logger.warning(
+                    "Query truncated to %d word pieces (query_max_tokens); the rest is ignored: %.80r",
+                    self.settings.query_max_tokens,
+                    query,
+                )
+        return encoded
+
+    def encode_query(self, query: str) -> EncodedText:
+        return self.encode_queries([query])[0]
+
+    def encode_documents(
+        self, documents: Sequence[str], progress: ProgressCallback | None = None
+    ) -> list[EncodedText]:
+        for position, document in enumerate(documents):
+            if not isinstance(document, str):
+                raise InvalidDocumentError(f"Document {position} is a {type(document).__name__}, not a string.")
+            if not document.strip():
+                raise InvalidDocumentError(f"Document {position} is empty or whitespace: it cannot be indexed.")
+        return self._encode(documents, is_query=False, progress=progress)
+
+    def token_strings(self, token_ids: np.ndarray) -> list[str]:
+        return self.tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])

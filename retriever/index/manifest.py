@@ -1,0 +1,57 @@
+"""The on-disk index format: a versioned manifest that names every data file of one generation.
+
+Directory layout (generation N, written by `storage.write_generation`):
+
+    manifest.json                 IndexManifest below; replaced atomically, last step of every write
+    vectors.gN.npy                float16 (tokens, dim): unit token vectors, documents in slot order
+    weights.gN.npy                float32 (tokens,): attention weight A of each token
+    token_ids.gN.npy              int32 (tokens,): word-piece ids, for token-level explanations
+    documents.gN.jsonl            one line per document: slot, id, n_words, n_tokens, text, metadata
+    faiss.gN.index                FAISS token index (ids are document slots) for candidate generation
+
+Files of older generations are deleted only after the new manifest is in place, so a writer killed at any
+point leaves the previous generation loadable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from retriever.settings import IndexSettings
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class ModelIdentity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    weights_sha256: str
+    dim: int
+
+
+class DataFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    bytes: int = Field(ge=0)
+
+
+class IndexManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    generation: int = Field(ge=1)
+    created_at: datetime
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    model: ModelIdentity
+    settings: IndexSettings
+    faiss_kind: Literal["flat", "ivf"]
+    document_count: int = Field(ge=0)
+    token_count: int = Field(ge=0)
+    next_slot: int = Field(ge=0)
+    files: dict[str, DataFile]

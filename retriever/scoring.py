@@ -1,0 +1,118 @@
+"""Late-interaction scores: plain MaxSim and ColBERT-Att (arXiv 2603.25248, Eq. 2).
+
+    S(Q, D) = sum_i exp(A_qi) * max_j cos(q_i, d_j) * exp(A_dw) ** delta
+    d_w = argmax_j cos(q_i, d_j),   delta = min(1, doc_len_words / l)
+
+The query-only and document-only variants drop one of the two weights, for ablations. Every function scores a
+batch of candidate documents of different lengths at once: their token rows are concatenated, one matrix
+product gives all similarities, and a padded index turns them into per-document maxima.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import torch
+
+
+class ScoringMode(StrEnum):
+    COLBERT_ATT = "colbert_att"
+    MAXSIM = "maxsim"
+    QUERY_WEIGHTED = "query_weighted"
+    DOCUMENT_WEIGHTED = "document_weighted"
+
+    @property
+    def uses_query_weights(self) -> bool:
+        return self in (ScoringMode.COLBERT_ATT, ScoringMode.QUERY_WEIGHTED)
+
+    @property
+    def uses_document_weights(self) -> bool:
+        return self in (ScoringMode.COLBERT_ATT, ScoringMode.DOCUMENT_WEIGHTED)
+
+
+@dataclass(frozen=True)
+class CandidateBatch:
+    """Token data of several documents, concatenated in document order.
+
+    vectors (T, dim), weights (T,), lengths (B,) tokens per document, n_words (B,) words per document.
+    """
+
+    vectors: np.ndarray
+    weights: np.ndarray
+    lengths: np.ndarray
+    n_words: np.ndarray
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """raw (B,): S(Q, D); normalised (B,): S divided by its upper bound (every cosine = 1), clipped to [0, 1];
+    best_token (B, n_query_tokens): index of d_w inside each document; best_similarity: its cosine."""
+
+    raw: np.ndarray
+    normalised: np.ndarray
+    best_token: np.ndarray
+    best_similarity: np.ndarray
+
+
+def length_exponent(n_words: np.ndarray, length_words: float, fixed: bool) -> np.ndarray:
+    """delta = min(1, doc_len / l), or 1 for every document when fixed."""
+    if fixed:
+        return np.ones(len(n_words), dtype=np.float32)
+    return np.minimum(1.0, np.asarray(n_words, dtype=np.float32) / float(length_words))
+
+
+def score_batch(
+    query_vectors: np.ndarray,
+    query_weights: np.ndarray,
+    candidates: CandidateBatch,
+    mode: ScoringMode,
+    length_words: float = 150.0,
+    fixed_delta: bool = False,
+) -> ScoredBatch:
+    n_docs = len(candidates.lengths)
+    n_query = len(query_vectors)
+    if n_docs == 0:
+        empty = np.zeros(0, dtype=np.float32)
+        return ScoredBatch(empty, empty, np.zeros((0, n_query), dtype=np.int64), np.zeros((0, n_query), np.float32))
+
+    q = torch.from_numpy(np.ascontiguousarray(query_vectors, dtype=np.float32))
+    d = torch.from_numpy(np.ascontiguousarray(candidates.vectors, dtype=np.float32))
+    similarity = q @ d.T  # (n_query, T): cosines, vectors are unit length
+
+    lengths = torch.from_numpy(np.asarray(candidates.lengths, dtype=np.int64))
+    starts = torch.cumsum(lengths, 0) - lengths
+    max_len = int(lengths.max())
+    positions = torch.arange(max_len)
+    valid = positions[None, :] < lengths[:, None]  # (B, Lmax)
+    columns = (starts[:, None] + positions[None, :]).clamp(max=max(similarity.shape[1] - 1, 0))
+    padded = similarity[:, columns]  # (n_query, B, Lmax)
+    padded = padded.masked_fill(~valid[None], float("-inf"))
+    best_similarity, best_token = padded.max(dim=2)  # (n_query, B)
+
+    if mode.uses_query_weights:
+        query_factor = torch.exp(torch.from_numpy(np.asarray(query_weights, dtype=np.float32)))
+    else:
+        query_factor = torch.ones(n_query)
+
+    if mode.uses_document_weights:
+        delta = torch.from_numpy(length_exponent(candidates.n_words, length_words, fixed_delta))
+        doc_weights = torch.from_numpy(np.asarray(candidates.weights, dtype=np.float32))
+        winner_weights = doc_weights[(starts[None, :] + best_token)]  # (n_query, B): A of d_w
+        doc_factor = torch.exp(winner_weights) ** delta[None, :]
+        padded_weights = doc_weights[columns].masked_fill(~valid, float("-inf"))
+        doc_bound = torch.exp(padded_weights.max(dim=1).values) ** delta  # (B,)
+    else:
+        doc_factor = torch.ones_like(best_similarity)
+        doc_bound = torch.ones(n_docs)
+
+    raw = (query_factor[:, None] * best_similarity * doc_factor).sum(dim=0)
+    upper = query_factor.sum() * doc_bound
+    normalised = (raw / upper).clamp(0.0, 1.0)
+    return ScoredBatch(
+        raw=raw.numpy().astype(np.float32),
+        normalised=normalised.numpy().astype(np.float32),
+        best_token=best_token.T.numpy(),
+        best_similarity=best_similarity.T.numpy().astype(np.float32),
+    )

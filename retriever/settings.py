@@ -1,0 +1,80 @@
+"""Settings for the encoder and the index, as pydantic models (they are saved in index manifests)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AttentionStrategy(StrEnum):
+    """How the per-token attention weight `A` is read from the encoder's self-attention maps.
+
+    cls_*: the attention the [CLS] token pays to each token (one row of the map, BM42 style).
+    received_*: the attention each token receives from all tokens (column mean of the map).
+    *_last: last layer only; *_all: averaged over all layers. Always averaged over heads.
+    none: A = 0 for every token, which turns ColBERT-Att into plain MaxSim.
+    """
+
+    CLS_LAST = "cls_last"
+    RECEIVED_LAST = "received_last"
+    CLS_ALL = "cls_all"
+    RECEIVED_ALL = "received_all"
+    NONE = "none"
+
+
+class AttentionScaling(StrEnum):
+    """Raw A is a softmax mass (about 1/L per token), so exp(A) is close to 1 + 1/L.
+
+    by_length multiplies A by the number of attended tokens, so that uniform attention gives A = 1.
+    """
+
+    RAW = "raw"
+    BY_LENGTH = "by_length"
+
+
+class EncoderSettings(BaseModel):
+    """How text becomes token vectors and attention weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str | None = Field(
+        default=None, description="Model folder; None means the bundled all-MiniLM-L6-v2."
+    )
+    attention_strategy: AttentionStrategy = AttentionStrategy.CLS_LAST
+    attention_scaling: AttentionScaling = AttentionScaling.RAW
+    attention_temperature: float = Field(default=1.0, gt=0, description="A is divided by this.")
+    query_max_tokens: int = Field(default=32, ge=4, le=512, description="Word pieces, special tokens included.")
+    document_max_tokens: int = Field(default=300, ge=8, le=512)
+    skip_document_punctuation: bool = True
+    query_expansion: bool | None = Field(
+        default=None,
+        description="Pad queries with [MASK] to query_max_tokens. None: only if the checkpoint was trained with it.",
+    )
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    num_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; None keeps torch's.")
+
+
+class CandidateSettings(BaseModel):
+    """FAISS candidate generation before exact re-ranking."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    faiss_kind: str = Field(default="auto", pattern="^(auto|flat|ivf)$")
+    flat_max_tokens: int = Field(default=50_000, ge=1, description="auto picks IVF above this many tokens.")
+    ivf_nlist: int | None = Field(default=None, ge=1, description="None: about 2*sqrt(tokens), power of two.")
+    ivf_nprobe: int = Field(default=16, ge=1)
+    tokens_per_query_token: int = Field(default=64, ge=1, description="FAISS neighbours per query token.")
+    rerank_depth: int = Field(default=128, ge=1, description="Candidates re-ranked with the exact score.")
+    exact_below_documents: int = Field(
+        default=512, ge=0, description="Collections (or filtered sets) this small are scored exhaustively."
+    )
+
+
+class IndexSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    candidates: CandidateSettings = Field(default_factory=CandidateSettings)
+    delta_length_words: float = Field(default=150.0, gt=0, description="l in delta = min(1, doc_len / l).")
+    fixed_delta: bool = Field(default=False, description="Use delta = 1 for every document.")

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real bundled encoder and real passages (SciFact abstracts when the shared datasets are
+present, the knowledge base's own documents otherwise)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from retriever import ColBERTAttEncoder, EncoderSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_datasets_dir() -> Path | None:
+    candidates = [os.environ.get("COLBERT_ATT_SHARED_DIR"), REPO.parent / "shared", Path("/work/shared")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "datasets" / "scifact" / "corpus.jsonl").is_file():
+            return Path(candidate) / "datasets"
+    return None
+
+
+@pytest.fixture(scope="session")
+def encoder() -> ColBERTAttEncoder:
+    return ColBERTAttEncoder(EncoderSettings(num_threads=2))
+
+
+@pytest.fixture(scope="session")
+def passages() -> list[dict]:
+    """About 200 real passages as {"id", "text"}."""
+    datasets = shared_datasets_dir()
+    if datasets is not None:
+        records = []
+        with (datasets / "scifact" / "corpus.jsonl").open(encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                records.append({"id": record["_id"], "text": f"{record['title']}. {record['text']}"})
+                if len(records) == 200:
+                    break
+        return records
+    records = []
+    for path in sorted((REPO / "knowledge_base" / "documents").rglob("*.md")):
+        for number, paragraph in enumerate(p for p in path.read_text().split("\n\n") if len(p.split()) > 12):
+            records.append({"id": f"{path.stem}-{number}", "text": paragraph})
+    return records[:200]
