@@ -42,7 +42,9 @@ def _commit() -> str:
 def _machine() -> str:
     import os
 
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    )
 
 
 def main(

@@ -1,8 +1,8 @@
 """Command line: build an index from a BEIR corpus.jsonl or a folder of documents, and search it.
 
-    python -m retriever build --corpus ../shared/datasets/scifact/corpus.jsonl --index-dir indexes/scifact
-    python -m retriever build --folder knowledge_base/documents --index-dir indexes/kb
-    python -m retriever search --index-dir indexes/scifact "do statins lower cancer risk?"
+python -m retriever build --corpus ../shared/datasets/scifact/corpus.jsonl --index-dir indexes/scifact
+python -m retriever build --folder knowledge_base/documents --index-dir indexes/kb
+python -m retriever search --index-dir indexes/scifact "do statins lower cancer risk?"
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from retriever.scoring import ScoringMode
 from retriever.settings import AttentionStrategy, EncoderSettings, IndexSettings
 
 app = typer.Typer(help="ColBERT-Att retrieval: build and search attention-weighted late-interaction indexes.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 FOLDER_SUFFIXES = (".md", ".txt")
 
 
@@ -87,7 +87,9 @@ def build(
         raise typer.BadParameter("Give exactly one of --corpus or --folder.")
     try:
         if corpus is not None:
-            documents = [DocumentInput(id=d.id, text=d.full_text, metadata={"title": d.title}) for d in iter_corpus(corpus)]
+            documents = [
+                DocumentInput(id=d.id, text=d.full_text, metadata={"title": d.title}) for d in iter_corpus(corpus)
+            ]
         else:
             assert folder is not None
             documents = documents_from_folder(folder)
@@ -107,7 +109,9 @@ def build(
             index = MultiVectorIndex(encoder, IndexSettings(encoder=settings))
         # Documents already indexed with the same text and metadata are not encoded again.
         changed = [
-            d for d in documents if d.id not in index or (index.get(d.id).text, index.get(d.id).metadata) != (d.text, d.metadata)
+            d
+            for d in documents
+            if d.id not in index or (index.get(d.id).text, index.get(d.id).metadata) != (d.text, d.metadata)
         ]
         with encoding_progress(len(changed), "Encoding documents") as advance:
             index.upsert(changed, progress=advance)
@@ -138,7 +142,13 @@ def search(
         raise typer.Exit(code=2) from exc
     table = Table("rank", "id", "score", "normalised", "text")
     for rank, hit in enumerate(hits, start=1):
-        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", f"{hit.normalised_score:.3f}", hit.text[:100].replace("\n", " "))
+        table.add_row(
+            str(rank),
+            hit.id,
+            f"{hit.score:.4f}",
+            f"{hit.normalised_score:.3f}",
+            hit.text[:100].replace("\n", " "),
+        )
     Console().print(table)
 
 

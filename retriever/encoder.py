@@ -41,7 +41,9 @@ class _Tokenized:
 
 def _is_punctuation(token: str) -> bool:
     stripped = token.removeprefix("##")
-    return bool(stripped) and all(unicodedata.category(char).startswith("P") or char in "$+<=>^`|~" for char in stripped)
+    return bool(stripped) and all(
+        unicodedata.category(char).startswith("P") or char in "$+<=>^`|~" for char in stripped
+    )
 
 
 class ColBERTAttEncoder:
@@ -89,10 +91,16 @@ class ColBERTAttEncoder:
 
     # ---- tokenisation -------------------------------------------------------------------------------------
 
-    def _tokenize(self, texts: Sequence[str], max_tokens: int, marker_id: int | None, is_query: bool) -> list[_Tokenized]:
+    def _tokenize(
+        self, texts: Sequence[str], max_tokens: int, marker_id: int | None, is_query: bool
+    ) -> list[_Tokenized]:
         budget = max_tokens - (1 if marker_id is not None else 0)
         batch = self.tokenizer(
-            list(texts), truncation=True, max_length=budget, return_offsets_mapping=True, add_special_tokens=True
+            list(texts),
+            truncation=True,
+            max_length=budget,
+            return_offsets_mapping=True,
+            add_special_tokens=True,
         )
         special_ids = set(self.tokenizer.all_special_ids)
         result = []
@@ -164,9 +172,7 @@ class ColBERTAttEncoder:
             )
         return encoded
 
-    def _encode(
-        self, texts: Sequence[str], is_query: bool, progress: ProgressCallback | None
-    ) -> list[EncodedText]:
+    def _encode(self, texts: Sequence[str], is_query: bool, progress: ProgressCallback | None) -> list[EncodedText]:
         max_tokens = self.settings.query_max_tokens if is_query else self.settings.document_max_tokens
         marker = self._query_marker_id if is_query else self._document_marker_id
         items = self._tokenize(texts, max_tokens, marker, is_query)
@@ -203,9 +209,7 @@ class ColBERTAttEncoder:
     def encode_query(self, query: str) -> EncodedText:
         return self.encode_queries([query])[0]
 
-    def encode_documents(
-        self, documents: Sequence[str], progress: ProgressCallback | None = None
-    ) -> list[EncodedText]:
+    def encode_documents(self, documents: Sequence[str], progress: ProgressCallback | None = None) -> list[EncodedText]:
         for position, document in enumerate(documents):
             if not isinstance(document, str):
                 raise InvalidDocumentError(f"Document {position} is a {type(document).__name__}, not a string.")

@@ -38,9 +38,7 @@ class EncoderSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_path: str | None = Field(
-        default=None, description="Model folder; None means the bundled all-MiniLM-L6-v2."
-    )
+    model_path: str | None = Field(default=None, description="Model folder; None means the bundled all-MiniLM-L6-v2.")
     attention_strategy: AttentionStrategy = AttentionStrategy.CLS_LAST
     attention_scaling: AttentionScaling = AttentionScaling.RAW
     attention_temperature: float = Field(default=1.0, gt=0, description="A is divided by this.")

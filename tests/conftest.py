@@ -45,3 +45,26 @@ def passages() -> list[dict]:
         for number, paragraph in enumerate(p for p in path.read_text().split("\n\n") if len(p.split()) > 12):
             records.append({"id": f"{path.stem}-{number}", "text": paragraph})
     return records[:200]
+
+
+class MemoisingEncoder(ColBERTAttEncoder):
+    """The real encoder, remembering document encodings so that tests which rebuild indexes over the same
+    passages encode each passage once per session."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._memory: dict[str, object] = {}
+
+    def encode_documents(self, documents, progress=None):
+        fresh = list(dict.fromkeys(d for d in documents if not (isinstance(d, str) and d in self._memory)))
+        if fresh:
+            for text, encoded in zip(fresh, super().encode_documents(fresh), strict=True):
+                self._memory[text] = encoded
+        if progress is not None:
+            progress(len(documents))
+        return [self._memory[d] for d in documents]
+
+
+@pytest.fixture(scope="session")
+def cached_encoder(encoder) -> ColBERTAttEncoder:
+    return MemoisingEncoder(encoder.settings, checkpoint=encoder.checkpoint)

@@ -33,7 +33,12 @@ def reference_weights(attentions, mask, strategy):
 
 @pytest.mark.parametrize(
     "strategy",
-    [AttentionStrategy.CLS_LAST, AttentionStrategy.RECEIVED_LAST, AttentionStrategy.CLS_ALL, AttentionStrategy.RECEIVED_ALL],
+    [
+        AttentionStrategy.CLS_LAST,
+        AttentionStrategy.RECEIVED_LAST,
+        AttentionStrategy.CLS_ALL,
+        AttentionStrategy.RECEIVED_ALL,
+    ],
 )
 def test_recomputed_attention_equals_eager_maps(eager_and_fast, encoder, strategy):
     eager, fast = eager_and_fast
@@ -50,21 +55,32 @@ def test_recomputed_attention_equals_eager_maps(eager_and_fast, encoder, strateg
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     # The fallback path for architectures we cannot recompute gives the same numbers from eager maps.
     from_maps = token_attention_weights(
-        torch.nn.Module(), eager_out.hidden_states, batch["attention_mask"], strategy, attentions=eager_out.attentions
+        torch.nn.Module(),
+        eager_out.hidden_states,
+        batch["attention_mask"],
+        strategy,
+        attentions=eager_out.attentions,
     )
     torch.testing.assert_close(from_maps, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_cls_row_is_a_probability_distribution(eager_and_fast, encoder):
     _, fast = eager_and_fast
-    batch = encoder.tokenizer(["a short one", "a much longer sentence about silk twill scarves"], padding=True, return_tensors="pt")
+    batch = encoder.tokenizer(
+        ["a short one", "a much longer sentence about silk twill scarves"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         out = fast(**batch, output_hidden_states=True)
     weights = token_attention_weights(fast, out.hidden_states, batch["attention_mask"], AttentionStrategy.CLS_LAST)
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(2), atol=1e-5, rtol=0)
     assert torch.all(weights[batch["attention_mask"] == 0] == 0)
     scaled = token_attention_weights(
-        fast, out.hidden_states, batch["attention_mask"], AttentionStrategy.CLS_LAST, AttentionScaling.BY_LENGTH, 2.0
+        fast,
+        out.hidden_states,
+        batch["attention_mask"],
+        AttentionStrategy.CLS_LAST,
+        AttentionScaling.BY_LENGTH,
+        2.0,
     )
     lengths = batch["attention_mask"].sum(dim=1).float()
     torch.testing.assert_close(scaled.sum(dim=1), lengths / 2.0, atol=1e-4, rtol=0)

@@ -14,7 +14,13 @@ from retriever import ColBERTAttEncoder, EncoderSettings
 from retriever.checkpoint import CheckpointLayout, bundled_model_path, inspect_checkpoint
 from retriever.errors import CheckpointError
 
-TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
 QUERY = "How should a lambskin bag be stored?"
 DOCUMENT = "Lambskin is softer than calfskin: keep it stuffed, in its dust bag, away from light and water."
 
@@ -47,7 +53,12 @@ def pylate_checkpoint(tmp_path_factory, projection) -> Path:
     (folder / "1_Dense").mkdir()
     (folder / "1_Dense" / "config.json").write_text(
         json.dumps(
-            {"in_features": 384, "out_features": 48, "bias": False, "activation_function": "torch.nn.modules.linear.Identity"}
+            {
+                "in_features": 384,
+                "out_features": 48,
+                "bias": False,
+                "activation_function": "torch.nn.modules.linear.Identity",
+            }
         )
     )
     save_file({"linear.weight": projection.contiguous()}, str(folder / "1_Dense" / "model.safetensors"))
@@ -75,7 +86,14 @@ def stanford_checkpoint(tmp_path_factory, projection) -> Path:
     state["linear.weight"] = projection.contiguous()
     save_file(state, str(folder / "model.safetensors"))
     (folder / "artifact.metadata").write_text(
-        json.dumps({"query_token_id": "[unused0]", "doc_token_id": "[unused1]", "query_maxlen": 32, "doc_maxlen": 180})
+        json.dumps(
+            {
+                "query_token_id": "[unused0]",
+                "doc_token_id": "[unused1]",
+                "query_maxlen": 32,
+                "doc_maxlen": 180,
+            }
+        )
     )
     return folder
 

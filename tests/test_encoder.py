@@ -52,7 +52,11 @@ def test_lengths_are_configurable_and_truncation_is_reported(encoder, caplog):
 
 
 def test_batching_does_not_change_the_vectors(encoder):
-    texts = ["Silk scarves are ironed at low heat.", "Cashmere", "Wind the watch every day, thirty turns of the crown."]
+    texts = [
+        "Silk scarves are ironed at low heat.",
+        "Cashmere",
+        "Wind the watch every day, thirty turns of the crown.",
+    ]
     together = encoder.encode_documents(texts)
     for text, batched in zip(texts, together, strict=True):
         alone = encoder.encode_documents([text])[0]

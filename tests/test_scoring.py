@@ -41,7 +41,13 @@ def test_vectorised_scores_equal_naive_loop(mode, fixed_delta):
     docs = []
     for _ in range(13):
         n = int(rng.integers(1, 40))
-        docs.append((random_unit(rng, n, 16), rng.uniform(0, 0.8, size=n).astype(np.float32), int(rng.integers(1, 400))))
+        docs.append(
+            (
+                random_unit(rng, n, 16),
+                rng.uniform(0, 0.8, size=n).astype(np.float32),
+                int(rng.integers(1, 400)),
+            )
+        )
     batch = CandidateBatch(
         vectors=np.concatenate([d[0] for d in docs]),
         weights=np.concatenate([d[1] for d in docs]),

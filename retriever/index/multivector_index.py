@@ -143,7 +143,9 @@ class MultiVectorIndex:
         return self._documents[self._slot_by_id[document_id]]
 
     def model_identity(self) -> ModelIdentity:
-        return ModelIdentity(name=self.encoder.model_name, weights_sha256=self.encoder.weights_sha256, dim=self.encoder.dim)
+        return ModelIdentity(
+            name=self.encoder.model_name, weights_sha256=self.encoder.weights_sha256, dim=self.encoder.dim
+        )
 
     # ---- changes ------------------------------------------------------------------------------------------
 
@@ -164,7 +166,9 @@ class MultiVectorIndex:
     ) -> None:
         """Add documents, replacing any with the same id."""
         batch = _coerce_documents(documents)
-        encoded = self.encoder.encode_documents([d.text for d in batch], progress=progress)  # may fail: nothing changed yet
+        encoded = self.encoder.encode_documents(
+            [d.text for d in batch], progress=progress
+        )  # may fail: nothing changed yet
         self._remove([self._slot_by_id[d.id] for d in batch if d.id in self._slot_by_id])
         self._insert(batch, encoded)
 
@@ -172,7 +176,9 @@ class MultiVectorIndex:
         ids = list(document_ids)
         unknown = [i for i in ids if i not in self._slot_by_id]
         if unknown:
-            raise InvalidDocumentError(f"{len(unknown)} id(s) are not in the index (e.g. {unknown[0]!r}); nothing deleted.")
+            raise InvalidDocumentError(
+                f"{len(unknown)} id(s) are not in the index (e.g. {unknown[0]!r}); nothing deleted."
+            )
         self._remove([self._slot_by_id[i] for i in ids])
 
     def _insert(self, batch: list[DocumentInput], encoded: list[EncodedText]) -> None:
@@ -231,7 +237,8 @@ class MultiVectorIndex:
         key = filters.model_dump_json()
         if key not in self._allowed_cache:
             self._allowed_cache[key] = np.array(
-                sorted(s for s, d in self._documents.items() if metadata_matches(d.metadata, filters)), dtype=np.int64
+                sorted(s for s, d in self._documents.items() if metadata_matches(d.metadata, filters)),
+                dtype=np.int64,
             )
         return self._allowed_cache[key]
 
@@ -270,13 +277,23 @@ class MultiVectorIndex:
                 n_words=np.array([d.n_words for d in documents]),
             )
             scored = score_batch(
-                query.vectors, query.weights, batch, mode, self.settings.delta_length_words, self.settings.fixed_delta
+                query.vectors,
+                query.weights,
+                batch,
+                mode,
+                self.settings.delta_length_words,
+                self.settings.fixed_delta,
             )
             raws.append(scored.raw)
             normals.append(scored.normalised)
             best_tokens.append(scored.best_token)
             best_sims.append(scored.best_similarity)
-        return np.concatenate(raws), np.concatenate(normals), np.concatenate(best_tokens), np.concatenate(best_sims)
+        return (
+            np.concatenate(raws),
+            np.concatenate(normals),
+            np.concatenate(best_tokens),
+            np.concatenate(best_sims),
+        )
 
     def search(
         self,
@@ -404,13 +421,16 @@ class MultiVectorIndex:
             weights = np.load(directory / manifest.files["weights"].name)
             token_ids = np.load(directory / manifest.files["token_ids"].name)
             lines = read_document_lines(directory / manifest.files["documents"].name)
-            candidates = TokenCandidateIndex.read(directory / manifest.files["faiss"].name, settings.candidates.ivf_nprobe)
+            candidates = TokenCandidateIndex.read(
+                directory / manifest.files["faiss"].name, settings.candidates.ivf_nprobe
+            )
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise IndexCorruptError(f"{directory}: cannot read index data ({exc}). Rebuild the index.") from exc
         if vectors.shape != (manifest.token_count, manifest.model.dim) or len(lines) != manifest.document_count:
             raise IndexCorruptError(
                 f"{directory}: data does not match the manifest ({vectors.shape} vectors, {len(lines)} documents; "
-                f"manifest says {manifest.token_count} tokens x {manifest.model.dim}, {manifest.document_count} documents)."
+                f"manifest says {manifest.token_count} tokens x {manifest.model.dim}, "
+                f"{manifest.document_count} documents)."
             )
         offset = 0
         for line in lines:

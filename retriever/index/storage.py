@@ -97,7 +97,8 @@ def write_generation(
         "documents": _write_file(
             generation_file(directory, "documents", generation, "jsonl"),
             lambda p: p.write_text(
-                "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in document_lines), encoding="utf-8"
+                "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in document_lines),
+                encoding="utf-8",
             ),
         ),
         "faiss": _write_file(
