@@ -36,10 +36,11 @@ class ScoringMode(StrEnum):
 class CandidateBatch:
     """Token data of several documents, concatenated in document order.
 
-    vectors (T, dim), weights (T,), lengths (B,) tokens per document, n_words (B,) words per document.
+    vectors (T, dim) float32 array or float32 / bfloat16 tensor, weights (T,), lengths (B,) tokens per document,
+    n_words (B,) words per document.
     """
 
-    vectors: np.ndarray
+    vectors: np.ndarray | torch.Tensor
     weights: np.ndarray
     lengths: np.ndarray
     n_words: np.ndarray
@@ -78,8 +79,10 @@ def score_batch(
         return ScoredBatch(empty, empty, np.zeros((0, n_query), dtype=np.int64), np.zeros((0, n_query), np.float32))
 
     q = torch.from_numpy(np.ascontiguousarray(query_vectors, dtype=np.float32))
-    d = torch.from_numpy(np.ascontiguousarray(candidates.vectors, dtype=np.float32))
-    similarity = q @ d.T  # (n_query, T): cosines, vectors are unit length
+    d = candidates.vectors
+    d = d if isinstance(d, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))
+    # (n_query, T) cosines (unit vectors), in the storage precision: this only has to find d_w.
+    similarity = q.to(d.dtype) @ d.T
 
     lengths = torch.from_numpy(np.asarray(candidates.lengths, dtype=np.int64))
     starts = torch.cumsum(lengths, 0) - lengths
@@ -89,7 +92,10 @@ def score_batch(
     columns = (starts[:, None] + positions[None, :]).clamp(max=max(similarity.shape[1] - 1, 0))
     padded = similarity[:, columns]  # (n_query, B, Lmax)
     padded = padded.masked_fill(~valid[None], float("-inf"))
-    best_similarity, best_token = padded.max(dim=2)  # (n_query, B)
+    best_token = padded.argmax(dim=2)  # (n_query, B)
+    winner_rows = starts[None, :] + best_token
+    # The winners' cosines again in float32, so that scores carry no low-precision rounding.
+    best_similarity = (d[winner_rows.reshape(-1)].float().view(n_query, n_docs, -1) * q[:, None, :]).sum(dim=2)
 
     if mode.uses_query_weights:
         query_factor = torch.exp(torch.from_numpy(np.asarray(query_weights, dtype=np.float32)))
@@ -99,7 +105,7 @@ def score_batch(
     if mode.uses_document_weights:
         delta = torch.from_numpy(length_exponent(candidates.n_words, length_words, fixed_delta))
         doc_weights = torch.from_numpy(np.asarray(candidates.weights, dtype=np.float32))
-        winner_weights = doc_weights[(starts[None, :] + best_token)]  # (n_query, B): A of d_w
+        winner_weights = doc_weights[winner_rows]  # (n_query, B): A of d_w
         doc_factor = torch.exp(winner_weights) ** delta[None, :]
         padded_weights = doc_weights[columns].masked_fill(~valid, float("-inf"))
         doc_bound = torch.exp(padded_weights.max(dim=1).values) ** delta  # (B,)

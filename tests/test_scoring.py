@@ -91,3 +91,19 @@ def test_empty_batch_scores_nothing():
         ScoringMode.COLBERT_ATT,
     )
     assert scored.raw.shape == (0,)
+
+
+def test_bfloat16_storage_scores_like_float32():
+    """The index keeps vectors in bfloat16; the winners' cosines are recomputed in float32."""
+    import torch
+
+    rng = np.random.default_rng(5)
+    q = random_unit(rng, 12, 64)
+    vectors = random_unit(rng, 400, 64)
+    lengths = np.array([100, 150, 50, 100])
+    batch32 = CandidateBatch(vectors, np.zeros(400, np.float32), lengths, np.full(4, 200))
+    batch16 = CandidateBatch(torch.from_numpy(vectors).bfloat16(), np.zeros(400, np.float32), lengths, np.full(4, 200))
+    exact = score_batch(q, np.zeros(12, np.float32), batch32, ScoringMode.MAXSIM)
+    stored = score_batch(q, np.zeros(12, np.float32), batch16, ScoringMode.MAXSIM)
+    np.testing.assert_allclose(stored.raw, exact.raw, rtol=5e-3)
+    assert (stored.best_token == exact.best_token).mean() > 0.9

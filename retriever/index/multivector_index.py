@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from llama_index.core.vector_stores.types import MetadataFilters
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -54,7 +55,7 @@ class StoredDocument:
     text: str
     metadata: dict[str, Any]
     n_words: int
-    vectors: np.ndarray  # float16 (n, dim)
+    vectors: torch.Tensor  # bfloat16 (n, dim), see manifest.py for why not float16
     weights: np.ndarray  # float32 (n,)
     token_ids: np.ndarray  # int32 (n,)
 
@@ -193,7 +194,7 @@ class MultiVectorIndex:
                 text=document.text,
                 metadata=dict(document.metadata),
                 n_words=item.n_words,
-                vectors=item.vectors.astype(np.float16),
+                vectors=torch.from_numpy(item.vectors).to(torch.bfloat16),
                 weights=item.weights.astype(np.float32),
                 token_ids=item.token_ids.astype(np.int32),
             )
@@ -219,11 +220,9 @@ class MultiVectorIndex:
 
     def _rebuild_candidates(self) -> None:
         ordered = [self._documents[s] for s in sorted(self._documents)]
-        vectors = np.concatenate([d.vectors for d in ordered]) if ordered else np.zeros((0, self.encoder.dim))
+        vectors = _concatenate_vectors(ordered, self.encoder.dim).float().numpy()
         token_slots = np.repeat([d.slot for d in ordered], [len(d.weights) for d in ordered])
-        self._candidates = TokenCandidateIndex.build(
-            self.encoder.dim, self.settings.candidates, vectors.astype(np.float32), token_slots
-        )
+        self._candidates = TokenCandidateIndex.build(self.encoder.dim, self.settings.candidates, vectors, token_slots)
 
     def _changed(self) -> None:
         self._version += 1
@@ -271,7 +270,7 @@ class MultiVectorIndex:
         for start in range(0, len(slots), _EXACT_SCORING_CHUNK):
             documents = [self._documents[int(s)] for s in slots[start : start + _EXACT_SCORING_CHUNK]]
             batch = CandidateBatch(
-                vectors=np.concatenate([d.vectors for d in documents]),
+                vectors=torch.cat([d.vectors for d in documents]),
                 weights=np.concatenate([d.weights for d in documents]),
                 lengths=np.array([len(d.weights) for d in documents]),
                 n_words=np.array([d.n_words for d in documents]),
@@ -380,7 +379,7 @@ class MultiVectorIndex:
         return write_generation(
             directory,
             manifest,
-            vectors=np.concatenate([d.vectors for d in ordered]) if ordered else np.zeros((0, dim), np.float16),
+            vectors=_concatenate_vectors(ordered, dim),
             weights=np.concatenate([d.weights for d in ordered]) if ordered else np.zeros(0, np.float32),
             token_ids=np.concatenate([d.token_ids for d in ordered]) if ordered else np.zeros(0, np.int32),
             document_lines=[
@@ -417,7 +416,9 @@ class MultiVectorIndex:
         index._created_at = manifest.created_at
         index._next_slot = manifest.next_slot
         try:
-            vectors = np.load(directory / manifest.files["vectors"].name, mmap_mode="r")
+            # Copy-on-write memory map: pages are read on demand, and torch can view them without a copy.
+            vector_bits = np.load(directory / manifest.files["vectors"].name, mmap_mode="c")
+            vectors = torch.from_numpy(vector_bits).view(torch.bfloat16)
             weights = np.load(directory / manifest.files["weights"].name)
             token_ids = np.load(directory / manifest.files["token_ids"].name)
             lines = read_document_lines(directory / manifest.files["documents"].name)
@@ -426,9 +427,10 @@ class MultiVectorIndex:
             )
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise IndexCorruptError(f"{directory}: cannot read index data ({exc}). Rebuild the index.") from exc
-        if vectors.shape != (manifest.token_count, manifest.model.dim) or len(lines) != manifest.document_count:
+        if tuple(vectors.shape) != (manifest.token_count, manifest.model.dim) or len(lines) != manifest.document_count:
             raise IndexCorruptError(
-                f"{directory}: data does not match the manifest ({vectors.shape} vectors, {len(lines)} documents; "
+                f"{directory}: data does not match the manifest ({tuple(vectors.shape)} vectors, "
+                f"{len(lines)} documents; "
                 f"manifest says {manifest.token_count} tokens x {manifest.model.dim}, "
                 f"{manifest.document_count} documents)."
             )
@@ -452,6 +454,12 @@ class MultiVectorIndex:
             raise IndexCorruptError(f"{directory}: token counts in documents, vectors and FAISS index disagree.")
         index._candidates = candidates
         return index
+
+
+def _concatenate_vectors(documents: list[StoredDocument], dim: int) -> torch.Tensor:
+    if not documents:
+        return torch.zeros((0, dim), dtype=torch.bfloat16)
+    return torch.cat([d.vectors for d in documents])
 
 
 def _check_compatible(directory: Path, manifest: IndexManifest, encoder: ColBERTAttEncoder) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import torch
 from pydantic import ValidationError
 
 from retriever.errors import IndexCorruptError, IndexMismatchError
@@ -72,7 +73,7 @@ def read_manifest(directory: Path) -> IndexManifest:
 def write_generation(
     directory: Path,
     manifest_without_files: IndexManifest,
-    vectors: np.ndarray,
+    vectors: torch.Tensor,
     weights: np.ndarray,
     token_ids: np.ndarray,
     document_lines: list[dict],
@@ -84,7 +85,8 @@ def write_generation(
     files = {
         "vectors": _write_file(
             generation_file(directory, "vectors", generation, "npy"),
-            lambda p: np.save(p, np.ascontiguousarray(vectors, dtype=np.float16)),
+            # bfloat16 has no numpy dtype: its bit patterns are saved as int16.
+            lambda p: np.save(p, vectors.contiguous().view(torch.int16).numpy()),
         ),
         "weights": _write_file(
             generation_file(directory, "weights", generation, "npy"),
