@@ -182,6 +182,11 @@ class MultiVectorIndex:
             )
         self._remove([self._slot_by_id[i] for i in ids])
 
+    def update_metadata(self, document_id: str, metadata: dict[str, Any]) -> None:
+        """Replace a document's metadata without re-encoding it (its text is unchanged)."""
+        self.get(document_id).metadata = dict(metadata)
+        self._changed()
+
     def _insert(self, batch: list[DocumentInput], encoded: list[EncodedText]) -> None:
         if not batch:
             return

@@ -1,0 +1,109 @@
+"""Choose the candidate-generation settings (FAISS nprobe, neighbours per query token, re-rank depth) on a
+TRAIN split, trading nDCG@10 against single-query latency. Never run this on a test split to choose.
+
+    python benchmarks/candidate_sweep.py --dataset ../shared/datasets/scifact --split train --index-dir indexes/scifact
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from engine_scifact import ROOT, _commit, _machine
+from ranx import Qrels, Run, evaluate
+
+from retriever.beir import BeirDataset
+from retriever.encoder import ColBERTAttEncoder
+from retriever.index import MultiVectorIndex
+from retriever.settings import CandidateSettings, EncoderSettings
+
+
+def main(
+    dataset: Annotated[Path, typer.Option()] = Path("../shared/datasets/scifact"),
+    split: Annotated[str, typer.Option()] = "train",
+    index_dir: Annotated[Path, typer.Option()] = Path("indexes/scifact"),
+    nprobes: Annotated[str, typer.Option()] = "8,16",
+    tokens_per_query_token: Annotated[str, typer.Option()] = "32,64",
+    rerank_depths: Annotated[str, typer.Option()] = "32,64,128",
+    limit_queries: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    if split == "test":
+        raise typer.BadParameter("Settings are chosen on a train split, never on test.")
+    logging.getLogger("retriever.encoder").setLevel(logging.ERROR)  # long SciFact claims are truncated by design
+    data = BeirDataset.load(dataset, split)
+    queries = dict(list(data.queries.items())[:limit_queries]) if limit_queries else data.queries
+    qrels = Qrels({q: data.qrels[q] for q in queries})
+    encoder = ColBERTAttEncoder(EncoderSettings(num_threads=2))
+    index = MultiVectorIndex.load(index_dir, encoder=encoder)
+    encoded = {qid: encoder.encode_query(text) for qid, text in queries.items()}
+    rows = []
+    grid = itertools.product(
+        [int(x) for x in nprobes.split(",")],
+        [int(x) for x in tokens_per_query_token.split(",")],
+        [int(x) for x in rerank_depths.split(",")],
+    )
+    for nprobe, neighbours, depth in grid:
+        index.settings.candidates = CandidateSettings(
+            ivf_nprobe=nprobe, tokens_per_query_token=neighbours, rerank_depth=depth
+        )
+        assert index._candidates is not None
+        index._candidates.nprobe = nprobe
+        run, latencies = {}, []
+        for qid, query in encoded.items():
+            started = time.perf_counter()  # search only: query encoding is the same for every setting
+            hits = index.search(query, top_k=10)
+            latencies.append(time.perf_counter() - started)
+            run[qid] = {h.id: h.score for h in hits}
+        ndcg = evaluate(qrels, Run(run), "ndcg@10")
+        rows.append(
+            {
+                "nprobe": nprobe,
+                "tokens_per_query_token": neighbours,
+                "rerank_depth": depth,
+                "ndcg@10": round(float(ndcg) * 100, 2),
+                "search_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1),
+            }
+        )
+        print(rows[-1], file=sys.stderr)
+    stamp = datetime.now(UTC)
+    result = {
+        "date": stamp.isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "commit": _commit(),
+        "command": " ".join(sys.argv),
+        "split": split,
+        "queries": len(queries),
+        "rows": rows,
+    }
+    (ROOT / "results").mkdir(exist_ok=True)
+    (ROOT / "results" / f"{stamp:%Y%m%dT%H%M%SZ}-candidate-sweep-{dataset.name}-{split}.json").write_text(
+        json.dumps(result, indent=2)
+    )
+    lines = [
+        f"\n## {result['date']} candidate-generation sweep: {dataset.name} {split} ({len(queries)} queries)",
+        f"- machine: {result['machine']}; commit {result['commit']}",
+        f"- command: `{result['command']}`",
+        "- search latency excludes query encoding (identical for every setting)",
+        "",
+        "| nprobe | neighbours / query token | re-rank depth | nDCG@10 | search p50 ms |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['nprobe']} | {r['tokens_per_query_token']} | {r['rerank_depth']} | {r['ndcg@10']} | "
+            f"{r['search_p50_ms']} |"
+            for r in rows
+        ),
+    ]
+    with (ROOT / "RESULTS.md").open("a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    typer.run(main)

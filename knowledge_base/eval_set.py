@@ -1,0 +1,51 @@
+"""The labelled questions about the knowledge base, as a BEIR dataset in `knowledge_base/eval/`.
+
+    queries.jsonl   _id, text, metadata {type, answerable, audience, previous_turn, note}
+    qrels/test.tsv  relevant chunk ids of every answerable question
+    corpus.jsonl    the chunks themselves, regenerated from the documents with
+                    `python -m knowledge_base.eval_set` whenever a document changes (a test checks it is current)
+
+Types: paraphrase, typo, multi_part, follow_up (with the earlier turn it depends on), unanswerable (no qrels:
+the knowledge base does not answer it), internal (only internal staff documents answer it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from knowledge_base.chunking import chunk_document
+from knowledge_base.documents_io import DOCUMENTS_DIR, load_documents
+from retriever.checkpoint import bundled_model_path
+
+EVAL_DIR = Path(__file__).resolve().parent / "eval"
+
+
+def corpus_records(documents_dir: Path = DOCUMENTS_DIR) -> list[dict]:
+    """Every chunk of the knowledge base as a BEIR corpus record (chunked for the bundled encoder)."""
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_path())
+
+    def tokenize(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    return [
+        {"_id": node.node_id, "title": node.metadata["title"], "text": node.get_content(), "metadata": node.metadata}
+        for document in load_documents(documents_dir)
+        for node in chunk_document(document, tokenize)
+    ]
+
+
+def write_corpus(path: Path = EVAL_DIR / "corpus.jsonl") -> int:
+    records = corpus_records()
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return len(records)
+
+
+def load_questions(path: Path = EVAL_DIR / "queries.jsonl") -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+if __name__ == "__main__":
+    print(f"{write_corpus()} chunks written to {EVAL_DIR / 'corpus.jsonl'}")

@@ -1,0 +1,152 @@
+"""Build or update the knowledge-base index incrementally.
+
+    python -m knowledge_base.ingest --documents knowledge_base/documents --index-dir indexes/knowledge_base
+
+Chunk ids come from the chunk text, so an unchanged file yields the same ids and nothing is encoded; a changed
+file re-encodes only its changed chunks; a deleted file's chunks leave the index. A file that cannot be read
+is reported with its name (and line) and its previously indexed chunks are left exactly as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from llama_index.core.schema import TextNode
+from rich.console import Console
+
+from knowledge_base.chunking import DEFAULT_MAX_TOKENS, chunk_document
+from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, KnowledgeDocument, parse_document
+from retriever.cli import encoding_progress
+from retriever.encoder import ColBERTAttEncoder
+from retriever.errors import ColBERTAttError
+from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.settings import EncoderSettings, IndexSettings
+
+logger = logging.getLogger(__name__)
+console = Console(stderr=True, soft_wrap=True)
+DEFAULT_INDEX_DIR = Path("indexes/knowledge_base")
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    removed: int = 0
+    metadata_updated: int = 0
+    unchanged: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.metadata_updated)
+
+
+def read_folder(folder: Path) -> tuple[list[KnowledgeDocument], list[str], set[str]]:
+    """(valid documents, error messages, source paths of the files that failed)."""
+    documents, errors, failed = [], [], set()
+    seen: dict[str, str] = {}
+    for path in sorted(folder.rglob("*.md")):
+        relative = path.relative_to(folder).as_posix()
+        try:
+            document = parse_document(path, folder)
+            if document.id in seen:
+                raise KnowledgeBaseError(f"{relative}: id {document.id!r} is already used by {seen[document.id]}.")
+        except KnowledgeBaseError as exc:
+            errors.append(str(exc))
+            failed.add(relative)
+            continue
+        seen[document.id] = relative
+        documents.append(document)
+    return documents, errors, failed
+
+
+def chunk_folder(folder: Path, encoder: ColBERTAttEncoder, max_tokens: int = DEFAULT_MAX_TOKENS):
+    documents, errors, failed = read_folder(folder)
+
+    def tokenize(text: str) -> list[int]:
+        return encoder.tokenizer.encode(text, add_special_tokens=False)
+
+    nodes: list[TextNode] = [node for document in documents for node in chunk_document(document, tokenize, max_tokens)]
+    return nodes, errors, failed
+
+
+def sync_index(index: MultiVectorIndex, nodes: list[TextNode], failed_sources: set[str], progress=None) -> IngestReport:
+    """Make the index hold exactly `nodes`, except chunks of files that failed to read, which stay as they were."""
+    report = IngestReport()
+    wanted = {node.node_id: node for node in nodes}
+    current = set(index.document_ids())
+    stale = [
+        chunk_id
+        for chunk_id in current - wanted.keys()
+        if index.get(chunk_id).metadata.get("source_path") not in failed_sources
+    ]
+    new_nodes = [node for chunk_id, node in wanted.items() if chunk_id not in current]
+    for chunk_id in current & wanted.keys():
+        if index.get(chunk_id).metadata != wanted[chunk_id].metadata:
+            index.update_metadata(chunk_id, wanted[chunk_id].metadata)
+            report.metadata_updated += 1
+        else:
+            report.unchanged += 1
+    if new_nodes:
+        index.add(
+            [DocumentInput(id=n.node_id, text=n.get_content(), metadata=dict(n.metadata)) for n in new_nodes],
+            progress=progress,
+        )
+    if stale:
+        index.delete(stale)
+    report.added, report.removed = len(new_nodes), len(stale)
+    return report
+
+
+def ingest(
+    documents_dir: Path = DOCUMENTS_DIR,
+    index_dir: Path = DEFAULT_INDEX_DIR,
+    encoder: ColBERTAttEncoder | None = None,
+    show_progress: bool = False,
+) -> IngestReport:
+    """Bring the index at `index_dir` in line with the folder; writes only when something changed."""
+    if not documents_dir.is_dir():
+        raise KnowledgeBaseError(f"Documents folder {documents_dir} does not exist.")
+    if (index_dir / "manifest.json").is_file():
+        index = MultiVectorIndex.load(index_dir, encoder=encoder)
+    else:
+        encoder = encoder or ColBERTAttEncoder(EncoderSettings())
+        index = MultiVectorIndex(encoder, IndexSettings(encoder=encoder.settings))
+    nodes, errors, failed = chunk_folder(documents_dir, index.encoder)
+    if show_progress:
+        new_count = len({n.node_id for n in nodes} - set(index.document_ids()))
+        with encoding_progress(new_count, "Encoding chunks") as advance:
+            report = sync_index(index, nodes, failed, progress=advance)
+    else:
+        report = sync_index(index, nodes, failed)
+    report.errors = errors
+    if report.changed or not (index_dir / "manifest.json").is_file():
+        index.persist(index_dir)
+    return report
+
+
+def main(
+    documents: Annotated[Path, typer.Option(help="Folder of Markdown documents.")] = DOCUMENTS_DIR,
+    index_dir: Annotated[Path, typer.Option(help="Index directory (created or updated).")] = DEFAULT_INDEX_DIR,
+) -> None:
+    """Build or update the knowledge-base index from the documents folder."""
+    try:
+        report = ingest(documents, index_dir, show_progress=True)
+    except ColBERTAttError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(code=2) from exc
+    for error in report.errors:
+        console.print(f"[red]Skipped:[/red] {error}")
+    console.print(
+        f"{index_dir}: {report.added} chunks added, {report.removed} removed, "
+        f"{report.metadata_updated} metadata updated, {report.unchanged} unchanged."
+    )
+    if report.errors:
+        raise typer.Exit(code=1)
+
+
+if __name__ == "__main__":
+    typer.run(main)
