@@ -27,7 +27,7 @@ from rich.progress import track
 from retriever.beir import BeirDataset
 from retriever.encoder import ColBERTAttEncoder
 from retriever.index import DocumentInput, MultiVectorIndex
-from retriever.settings import EncoderSettings, IndexSettings
+from retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
 
 ROOT = Path(__file__).resolve().parent
 
@@ -53,13 +53,15 @@ def main(
     index_dir: Annotated[Path, typer.Option()] = Path("indexes/scifact"),
     threads: Annotated[int, typer.Option()] = 2,
     limit_queries: Annotated[int | None, typer.Option()] = None,
+    exhaustive: Annotated[bool, typer.Option(help="Also score every document exactly (slow).")] = True,
 ) -> None:
     data = BeirDataset.load(dataset, split)
     settings = EncoderSettings(num_threads=threads)
     encoder = ColBERTAttEncoder(settings)
     index_seconds = None
     if (index_dir / "manifest.json").is_file():
-        index = MultiVectorIndex.load(index_dir, encoder=encoder)
+        # Search with today's default candidate settings, whatever the index was built with.
+        index = MultiVectorIndex.load(index_dir, encoder=encoder, candidate_settings=CandidateSettings())
     else:
         index = MultiVectorIndex(encoder, IndexSettings(encoder=settings))
     if len(index) != len(data.corpus):
@@ -74,29 +76,34 @@ def main(
         index.add(documents, progress=advance)
         index_seconds = time.perf_counter() - started
         index.persist(index_dir)
-        index = MultiVectorIndex.load(index_dir, encoder=encoder)
+        index = MultiVectorIndex.load(index_dir, encoder=encoder, candidate_settings=CandidateSettings())
 
     queries = dict(list(data.queries.items())[:limit_queries]) if limit_queries else data.queries
     qrels = Qrels({q: data.qrels[q] for q in queries})
-    encoded = {qid: encoder.encode_query(text) for qid, text in queries.items()}
     table = {}
     for mode in ("maxsim", "colbert_att"):
-        for exhaustive in (False, True):
+        for exhaustive_run in (False, True) if exhaustive else (False,):
             run: dict[str, dict[str, float]] = {}
             latencies = []
-            for qid, text in track(queries.items(), description=f"{mode} exhaustive={exhaustive}"):
+            for qid, text in track(queries.items(), description=f"{mode} exhaustive={exhaustive_run}"):
                 started = time.perf_counter()
                 # Latency includes query encoding, as a user would see it.
-                hits = index.search(text, top_k=100, mode=mode, exhaustive=exhaustive)
+                hits = index.search(text, top_k=100, mode=mode, exhaustive=exhaustive_run)
                 latencies.append(time.perf_counter() - started)
                 run[qid] = {h.id: h.score for h in hits} or {"__none__": 0.0}
             metrics = evaluate(qrels, Run(run), ["ndcg@10", "recall@100", "mrr@10"])
-            table[f"{mode}{' exhaustive' if exhaustive else ''}"] = {
+            # What an assistant asks for: the top 10, one query at a time.
+            top10_latencies = []
+            for text in queries.values():
+                started = time.perf_counter()
+                index.search(text, top_k=10, mode=mode, exhaustive=exhaustive_run)
+                top10_latencies.append(time.perf_counter() - started)
+            table[f"{mode}{' exhaustive' if exhaustive_run else ''}"] = {
                 **{k: round(float(v) * 100, 2) for k, v in metrics.items()},
-                "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1),
-                "p95_ms": round(float(np.percentile(latencies, 95)) * 1000, 1),
+                "top10_p50_ms": round(float(np.percentile(top10_latencies, 50)) * 1000, 1),
+                "top10_p95_ms": round(float(np.percentile(top10_latencies, 95)) * 1000, 1),
+                "top100_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1),
             }
-    del encoded
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
@@ -125,12 +132,15 @@ def main(
         f"- {result['documents']} documents, {result['tokens']} tokens, FAISS {result['faiss']}, "
         f"{result['queries']} queries; index build {result['index_seconds']} s; peak RSS {result['peak_rss_mib']} MiB",
         "",
-        "| method | nDCG@10 | Recall@100 | MRR@10 | p50 ms | p95 ms |",
-        "|---|---|---|---|---|---|",
+        "- latency: one query at a time, query encoding + search; top-10 (as the assistant asks) and top-100",
+        "",
+        "| method | nDCG@10 | Recall@100 | MRR@10 | top-10 p50 ms | top-10 p95 ms | top-100 p50 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, row in table.items():
         lines.append(
-            f"| {name} | {row['ndcg@10']} | {row['recall@100']} | {row['mrr@10']} | {row['p50_ms']} | {row['p95_ms']} |"
+            f"| {name} | {row['ndcg@10']} | {row['recall@100']} | {row['mrr@10']} | {row['top10_p50_ms']} | "
+            f"{row['top10_p95_ms']} | {row['top100_p50_ms']} |"
         )
     with (ROOT / "RESULTS.md").open("a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")

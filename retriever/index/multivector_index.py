@@ -252,21 +252,25 @@ class MultiVectorIndex:
         every_slot = np.array(sorted(self._documents), dtype=np.int64) if allowed is None else allowed
         if pool_size <= max(settings.exact_below_documents, top_k) or self._candidates is None:
             return every_slot
-        similarities, slots = self._candidates.search(query.vectors, settings.tokens_per_query_token, allowed)
-        found = slots >= 0
-        if not found.any():
+        depth = max(settings.rerank_depth, top_k)
+        neighbours = settings.tokens_per_query_token
+        for _ in range(3):
+            similarities, slots = self._candidates.search(query.vectors, neighbours, allowed)
+            found = slots >= 0
+            unique_slots, column = np.unique(slots[found], return_inverse=True)
+            if len(unique_slots) >= top_k:
+                break
+            neighbours *= 4  # too few distinct documents among the neighbours: look further
+        else:
+            # Even a wider search found fewer than top_k documents (a selective filter, or a tiny IVF probe):
+            # score the whole allowed set exactly rather than return too few.
             return every_slot
-        unique_slots, column = np.unique(slots[found], return_inverse=True)
         # Approximate MaxSim from the retrieved tokens only: each query token's best retrieved match per document.
         best = np.zeros((len(query.vectors), len(unique_slots)), dtype=np.float32)
         rows = np.broadcast_to(np.arange(len(query.vectors))[:, None], slots.shape)[found]
         np.maximum.at(best, (rows, column), similarities[found])
-        order = np.argsort(-best.sum(axis=0), kind="stable")[: settings.rerank_depth]
-        chosen = unique_slots[order]
-        if len(chosen) < top_k:
-            # A selective filter can leave too few FAISS hits: score the whole allowed set exactly instead.
-            return every_slot
-        return chosen
+        order = np.argsort(-best.sum(axis=0), kind="stable")[:depth]
+        return unique_slots[order]
 
     def _score_slots(
         self, query: EncodedText, slots: np.ndarray, mode: ScoringMode
