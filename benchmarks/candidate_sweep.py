@@ -34,6 +34,7 @@ def main(
     tokens_per_query_token: Annotated[str, typer.Option()] = "32,64",
     rerank_depths: Annotated[str, typer.Option()] = "32,64,128",
     limit_queries: Annotated[int | None, typer.Option()] = None,
+    query_precision: Annotated[str, typer.Option(help="float32 or bfloat16 query encoding.")] = "float32",
 ) -> None:
     if split == "test":
         raise typer.BadParameter("Settings are chosen on a train split, never on test.")
@@ -41,9 +42,11 @@ def main(
     data = BeirDataset.load(dataset, split)
     queries = dict(list(data.queries.items())[:limit_queries]) if limit_queries else data.queries
     qrels = Qrels({q: data.qrels[q] for q in queries})
-    encoder = ColBERTAttEncoder(EncoderSettings(num_threads=2))
+    encoder = ColBERTAttEncoder(EncoderSettings(num_threads=2, query_precision=query_precision))
     index = MultiVectorIndex.load(index_dir, encoder=encoder)
+    encode_started = time.perf_counter()
     encoded = {qid: encoder.encode_query(text) for qid, text in queries.items()}
+    encode_ms = (time.perf_counter() - encode_started) / len(queries) * 1000
     rows = []
     grid = itertools.product(
         [int(x) for x in nprobes.split(",")],
@@ -81,6 +84,8 @@ def main(
         "command": " ".join(sys.argv),
         "split": split,
         "queries": len(queries),
+        "query_precision": query_precision,
+        "query_encoding_mean_ms": round(encode_ms, 1),
         "rows": rows,
     }
     (ROOT / "results").mkdir(exist_ok=True)
@@ -91,7 +96,8 @@ def main(
         f"\n## {result['date']} candidate-generation sweep: {dataset.name} {split} ({len(queries)} queries)",
         f"- machine: {result['machine']}; commit {result['commit']}",
         f"- command: `{result['command']}`",
-        "- search latency excludes query encoding (identical for every setting)",
+        f"- query precision {query_precision}: query encoding {result['query_encoding_mean_ms']} ms mean; "
+        "search latency below excludes it (identical for every setting)",
         "",
         "| nprobe | neighbours / query token | re-rank depth | nDCG@10 | search p50 ms |",
         "|---|---|---|---|---|",

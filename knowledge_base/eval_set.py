@@ -31,7 +31,8 @@ def corpus_records(documents_dir: Path = DOCUMENTS_DIR) -> list[dict]:
         return tokenizer.encode(text, add_special_tokens=False)
 
     return [
-        {"_id": node.node_id, "title": node.metadata["title"], "text": node.get_content(), "metadata": node.metadata}
+        # The title is already the first line of every chunk: BEIR title left empty so it is not doubled.
+        {"_id": node.node_id, "title": "", "text": node.get_content(), "metadata": node.metadata}
         for document in load_documents(documents_dir)
         for node in chunk_document(document, tokenize)
     ]

@@ -138,26 +138,29 @@ class ColBERTAttEncoder:
                     attention_mask[row, n:] = 1
         strategy = self.settings.attention_strategy
         needs_eager_maps = strategy is not AttentionStrategy.NONE and not supports_recomputed_attention(self.backbone)
-        output = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=torch.zeros_like(input_ids),
-            output_hidden_states=True,
-            output_attentions=needs_eager_maps,
-        )
-        hidden = output.last_hidden_state
-        if self.projection is not None:
-            hidden = self.projection(hidden)
+        low_precision = is_query and self.settings.query_precision == "bfloat16"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low_precision):
+            output = self.backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=torch.zeros_like(input_ids),
+                output_hidden_states=True,
+                output_attentions=needs_eager_maps,
+            )
+            hidden = output.last_hidden_state
+            if self.projection is not None:
+                hidden = self.projection(hidden)
+            weights = token_attention_weights(
+                self.backbone,
+                output.hidden_states,
+                attention_mask,
+                strategy,
+                self.settings.attention_scaling,
+                self.settings.attention_temperature,
+                attentions=output.attentions if needs_eager_maps else None,
+            )
         vectors = torch.nn.functional.normalize(hidden.float(), p=2, dim=-1)
-        weights = token_attention_weights(
-            self.backbone,
-            output.hidden_states,
-            attention_mask,
-            strategy,
-            self.settings.attention_scaling,
-            self.settings.attention_temperature,
-            attentions=output.attentions if needs_eager_maps else None,
-        )
+        weights = weights.float()
         encoded = []
         for row, item in enumerate(items):
             mask = keep[row]

@@ -83,3 +83,13 @@ def test_query_expansion_pads_with_mask_tokens_when_asked(encoder):
     # Without a checkpoint trained for it, the bundled model does not expand.
     plain_length = len(encoder.tokenizer("cashmere pilling")["input_ids"])
     assert len(encoder.encode_query("cashmere pilling").vectors) == plain_length < 32
+
+
+def test_bfloat16_query_encoding_stays_close_to_float32(encoder):
+    fast = ColBERTAttEncoder(EncoderSettings(query_precision="bfloat16"), checkpoint=encoder.checkpoint)
+    text = "Can I wear my quartz watch in the shower?"
+    exact, approximate = encoder.encode_query(text), fast.encode_query(text)
+    assert approximate.vectors.dtype == np.float32
+    cosines = (exact.vectors * approximate.vectors).sum(axis=1)
+    assert cosines.min() > 0.99
+    np.testing.assert_allclose(approximate.weights, exact.weights, atol=0.02)

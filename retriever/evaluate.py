@@ -1,0 +1,178 @@
+"""Evaluate retrieval methods side by side on a BEIR dataset, all over the same texts and the same encoder.
+
+    python -m retriever.evaluate --dataset ../shared/datasets/scifact --split test \
+        --methods bm25,bm25_stemmed,dense,maxsim,colbert_att,hybrid --index-dir indexes/scifact
+
+Metrics come from ranx. Results go to benchmarks/results/<stamp>-eval-<dataset>-<split>.json and a dated table is
+appended to benchmarks/RESULTS.md. Queries whose record carries metadata.previous_turn (follow-ups in the
+knowledge base's labelled set) are searched as "previous turn + follow-up", the simplest condensation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from ranx import Qrels, Run, evaluate, fuse
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from retriever.baselines import BM25Baseline, DenseBaseline
+from retriever.beir import BeirDataset
+from retriever.cli import encoding_progress
+from retriever.encoder import ColBERTAttEncoder
+from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.settings import AttentionStrategy, EncoderSettings, IndexSettings
+
+METHODS = ("bm25", "bm25_stemmed", "dense", "maxsim", "colbert_att", "hybrid")
+METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _query_texts(dataset: Path, queries: dict[str, str]) -> dict[str, str]:
+    """Prefix follow-up questions with the turn they depend on."""
+    previous: dict[str, str] = {}
+    with (dataset / "queries.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line) if line.strip() else {}
+            turn = (record.get("metadata") or {}).get("previous_turn")
+            if turn:
+                previous[str(record["_id"])] = turn
+    return {qid: f"{previous[qid]} {text}" if qid in previous else text for qid, text in queries.items()}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, cwd=RESULTS_DIR).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def build_or_load_index(
+    data: BeirDataset, encoder: ColBERTAttEncoder, index_dir: Path | None, use_title: bool
+) -> MultiVectorIndex:
+    if index_dir is not None and (index_dir / "manifest.json").is_file():
+        index = MultiVectorIndex.load(index_dir, encoder=encoder)
+    else:
+        index = MultiVectorIndex(encoder, IndexSettings(encoder=encoder.settings))
+    missing = [d for d in data.corpus.values() if d.id not in index]
+    if missing:
+        documents = [DocumentInput(id=d.id, text=d.full_text if use_title else d.text) for d in missing]
+        with encoding_progress(len(documents), "Encoding corpus") as advance:
+            index.add(documents, progress=advance)
+        if index_dir is not None:
+            index.persist(index_dir)
+    return index
+
+
+def run_methods(
+    data: BeirDataset,
+    queries: dict[str, str],
+    methods: list[str],
+    encoder: ColBERTAttEncoder,
+    index: MultiVectorIndex | None,
+    use_title: bool,
+    k: int = 100,
+) -> dict[str, Run]:
+    ids = list(data.corpus)
+    texts = [d.full_text if use_title else d.text for d in data.corpus.values()]
+    runs: dict[str, Run] = {}
+    for method in methods:
+        if method == "hybrid":
+            continue
+        if method in ("bm25", "bm25_stemmed"):
+            searcher = BM25Baseline(ids, texts, stemming=method == "bm25_stemmed").search
+        elif method == "dense":
+            searcher = DenseBaseline(encoder, ids, texts).search
+        else:
+            assert index is not None
+
+            def searcher(query: str, k: int, mode: str = method) -> dict[str, float]:
+                return {h.id: h.score for h in index.search(query, top_k=k, mode=mode)}
+
+        results = {}
+        for qid, text in track(queries.items(), description=method, console=console):
+            results[qid] = searcher(text, k) or {"__no_result__": 0.0}
+        runs[method] = Run(results, name=method)
+    if "hybrid" in methods:
+        # Reciprocal rank fusion of stemmed BM25 with ColBERT-Att.
+        runs["hybrid"] = fuse(runs=[runs["bm25_stemmed"], runs["colbert_att"]], method="rrf")
+        runs["hybrid"].name = "hybrid"
+    return runs
+
+
+def main(
+    dataset: Annotated[Path, typer.Option(help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")],
+    split: Annotated[str, typer.Option()] = "test",
+    methods: Annotated[str, typer.Option(help=f"Comma-separated, from {', '.join(METHODS)}.")] = ",".join(METHODS),
+    index_dir: Annotated[Path | None, typer.Option(help="Reuse / keep the ColBERT index here.")] = None,
+    attention: Annotated[AttentionStrategy, typer.Option()] = AttentionStrategy.CLS_LAST,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N queries.")] = None,
+    title: Annotated[bool, typer.Option(help="Prefix each document with its title.")] = True,
+    record: Annotated[bool, typer.Option(help="Write results to benchmarks/.")] = True,
+) -> None:
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = set(chosen) - set(METHODS)
+    if unknown:
+        raise typer.BadParameter(f"Unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}.")
+    if "hybrid" in chosen:
+        chosen = list(dict.fromkeys([*chosen[: chosen.index("hybrid")], "bm25_stemmed", "colbert_att", "hybrid"]))
+    logging.getLogger("retriever.encoder").setLevel(logging.ERROR)  # long queries are truncated by design
+    data = BeirDataset.load(dataset, split)
+    queries = _query_texts(dataset, data.queries)
+    if limit is not None:
+        queries = dict(list(queries.items())[:limit])
+    encoder = ColBERTAttEncoder(EncoderSettings(attention_strategy=attention))
+    index = build_or_load_index(data, encoder, index_dir, title) if {"maxsim", "colbert_att"} & set(chosen) else None
+    runs = run_methods(data, queries, chosen, encoder, index, title)
+    qrels = Qrels({qid: data.qrels[qid] for qid in queries})
+    scores = {name: evaluate(qrels, run, METRICS, make_comparable=True) for name, run in runs.items()}
+
+    table = Table("method", *METRICS)
+    for name, values in scores.items():
+        table.add_row(name, *(f"{values[m] * 100:.2f}" for m in METRICS))
+    Console().print(table)
+    if not record:
+        return
+    stamp = datetime.now(UTC)
+    result = {
+        "date": stamp.isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "commit": _commit(),
+        "command": "python -m retriever.evaluate " + " ".join(sys.argv[1:]),
+        "dataset": str(dataset),
+        "split": split,
+        "queries": len(queries),
+        "documents": len(data.corpus),
+        "attention": attention.value,
+        "scores": {name: {m: round(v * 100, 2) for m, v in values.items()} for name, values in scores.items()},
+    }
+    (RESULTS_DIR / "results").mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / "results" / f"{stamp:%Y%m%dT%H%M%SZ}-eval-{dataset.resolve().name}-{split}.json"
+    out.write_text(json.dumps(result, indent=2))
+    lines = [
+        f"\n## {result['date']} evaluation: {dataset.resolve().name} {split} "
+        f"({len(queries)} queries, {len(data.corpus)} documents)",
+        f"- machine: {result['machine']}; commit {result['commit']}",
+        f"- command: `{result['command']}`",
+        "",
+        "| method | " + " | ".join(METRICS) + " |",
+        "|---|" + "---|" * len(METRICS),
+        *(f"| {n} | " + " | ".join(str(v) for v in s.values()) + " |" for n, s in result["scores"].items()),
+    ]
+    with (RESULTS_DIR / "RESULTS.md").open("a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    typer.run(main)
