@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ import torch
 from retriever.attention import supports_recomputed_attention, token_attention_weights
 from retriever.checkpoint import LoadedCheckpoint, load_checkpoint, resolve_model_path
 from retriever.errors import InvalidDocumentError, InvalidQueryError
-from retriever.settings import AttentionStrategy, EncoderSettings
+from retriever.settings import AttentionScaling, AttentionStrategy, EncoderSettings
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,15 @@ class EncodedText:
     token_ids: np.ndarray
     n_words: int
     truncated: bool
+    # Other ways of reading A, keyed "strategy/scaling", when asked for (attention ablations).
+    variant_weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+WeightVariant = tuple[AttentionStrategy, AttentionScaling]
+
+
+def variant_key(strategy: AttentionStrategy, scaling: AttentionScaling) -> str:
+    return f"{strategy.value}/{scaling.value}"
 
 
 @dataclass
@@ -117,7 +126,9 @@ class ColBERTAttEncoder:
     # ---- forward ------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _forward(self, items: list[_Tokenized], is_query: bool) -> list[EncodedText]:
+    def _forward(
+        self, items: list[_Tokenized], is_query: bool, variants: Sequence[WeightVariant] = ()
+    ) -> list[EncodedText]:
         expand = is_query and self.query_expansion
         length = self.settings.query_max_tokens if expand else max(len(item.input_ids) for item in items)
         pad_id = self.tokenizer.pad_token_id or 0
@@ -159,6 +170,12 @@ class ColBERTAttEncoder:
                 self.settings.attention_temperature,
                 attentions=output.attentions if needs_eager_maps else None,
             )
+            extra = {
+                variant_key(*variant): token_attention_weights(
+                    self.backbone, output.hidden_states, attention_mask, *variant, attentions=output.attentions
+                ).float()
+                for variant in variants
+            }
         vectors = torch.nn.functional.normalize(hidden.float(), p=2, dim=-1)
         weights = weights.float()
         encoded = []
@@ -171,11 +188,18 @@ class ColBERTAttEncoder:
                     token_ids=input_ids[row][mask].numpy().astype(np.int32),
                     n_words=item.n_words,
                     truncated=item.truncated,
+                    variant_weights={key: values[row][mask].numpy() for key, values in extra.items()},
                 )
             )
         return encoded
 
-    def _encode(self, texts: Sequence[str], is_query: bool, progress: ProgressCallback | None) -> list[EncodedText]:
+    def _encode(
+        self,
+        texts: Sequence[str],
+        is_query: bool,
+        progress: ProgressCallback | None,
+        variants: Sequence[WeightVariant] = (),
+    ) -> list[EncodedText]:
         max_tokens = self.settings.query_max_tokens if is_query else self.settings.document_max_tokens
         marker = self._query_marker_id if is_query else self._document_marker_id
         items = self._tokenize(texts, max_tokens, marker, is_query)
@@ -185,7 +209,8 @@ class ColBERTAttEncoder:
         size = self.settings.batch_size
         for start in range(0, len(order), size):
             batch_ids = order[start : start + size]
-            for i, encoded in zip(batch_ids, self._forward([items[i] for i in batch_ids], is_query), strict=True):
+            batch = [items[i] for i in batch_ids]
+            for i, encoded in zip(batch_ids, self._forward(batch, is_query, variants), strict=True):
                 results[i] = encoded
             if progress is not None:
                 progress(len(batch_ids))
@@ -219,6 +244,16 @@ class ColBERTAttEncoder:
             if not document.strip():
                 raise InvalidDocumentError(f"Document {position} is empty or whitespace: it cannot be indexed.")
         return self._encode(documents, is_query=False, progress=progress)
+
+    def encode_weight_variants(
+        self,
+        texts: Sequence[str],
+        is_query: bool,
+        variants: Sequence[WeightVariant],
+        progress: ProgressCallback | None = None,
+    ) -> list[EncodedText]:
+        """Encode once and read A in several ways (`EncodedText.variant_weights`), for attention ablations."""
+        return self._encode(texts, is_query=is_query, progress=progress, variants=variants)
 
     def token_strings(self, token_ids: np.ndarray) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])

@@ -93,3 +93,24 @@ def test_bfloat16_query_encoding_stays_close_to_float32(encoder):
     cosines = (exact.vectors * approximate.vectors).sum(axis=1)
     assert cosines.min() > 0.99
     np.testing.assert_allclose(approximate.weights, exact.weights, atol=0.02)
+
+
+def test_weight_variants_equal_encoders_configured_for_them(encoder):
+    from retriever.encoder import variant_key
+    from retriever.settings import AttentionScaling, AttentionStrategy
+
+    variants = [
+        (AttentionStrategy.RECEIVED_ALL, AttentionScaling.RAW),
+        (AttentionStrategy.CLS_LAST, AttentionScaling.BY_LENGTH),
+    ]
+    text = "Keep the quartz watch away from magnets and hot showers."
+    encoded = encoder.encode_weight_variants([text], is_query=False, variants=variants)[0]
+    for strategy, scaling in variants:
+        configured = ColBERTAttEncoder(
+            EncoderSettings(attention_strategy=strategy, attention_scaling=scaling), checkpoint=encoder.checkpoint
+        )
+        np.testing.assert_allclose(
+            encoded.variant_weights[variant_key(strategy, scaling)],
+            configured.encode_documents([text])[0].weights,
+            atol=1e-6,
+        )
