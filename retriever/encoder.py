@@ -170,12 +170,21 @@ class ColBERTAttEncoder:
                 self.settings.attention_temperature,
                 attentions=output.attentions if needs_eager_maps else None,
             )
-            extra = {
-                variant_key(*variant): token_attention_weights(
-                    self.backbone, output.hidden_states, attention_mask, *variant, attentions=output.attentions
-                ).float()
-                for variant in variants
-            }
+            extra: dict[str, torch.Tensor] = {}
+            raw: dict[AttentionStrategy, torch.Tensor] = {}
+            for strategy_variant, scaling_variant in variants:
+                if strategy_variant not in raw:  # each map is read once; scalings only rescale it
+                    raw[strategy_variant] = token_attention_weights(
+                        self.backbone,
+                        output.hidden_states,
+                        attention_mask,
+                        strategy_variant,
+                        attentions=output.attentions,
+                    ).float()
+                values = raw[strategy_variant]
+                if scaling_variant is AttentionScaling.BY_LENGTH:
+                    values = values * attention_mask.sum(dim=1, keepdim=True).float()
+                extra[variant_key(strategy_variant, scaling_variant)] = values
         vectors = torch.nn.functional.normalize(hidden.float(), p=2, dim=-1)
         weights = weights.float()
         encoded = []
