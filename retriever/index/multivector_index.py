@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -485,9 +485,3 @@ def _check_compatible(directory: Path, manifest: IndexManifest, encoder: ColBERT
                 f"{directory} was built with {name}={getattr(built, name)!r}, but the encoder uses "
                 f"{name}={getattr(encoder.settings, name)!r}. Use the index's setting or rebuild the index."
             )
-
-
-def documents_from_texts(texts: Sequence[str], ids: Sequence[str] | None = None) -> list[DocumentInput]:
-    """Convenience for tests and scripts: DocumentInput objects from plain texts."""
-    ids = ids or [str(i) for i in range(len(texts))]
-    return [DocumentInput(id=i, text=t) for i, t in zip(ids, texts, strict=True)]
