@@ -16,10 +16,12 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from ranx import Qrels, Run, evaluate, fuse
 from rich.console import Console
@@ -83,6 +85,7 @@ def run_methods(
     index: MultiVectorIndex | None,
     use_title: bool,
     k: int = 100,
+    latencies: dict[str, list[float]] | None = None,
 ) -> dict[str, Run]:
     ids = list(data.corpus)
     texts = [d.full_text if use_title else d.text for d in data.corpus.values()]
@@ -100,9 +103,13 @@ def run_methods(
             def searcher(query: str, k: int, mode: str = method) -> dict[str, float]:
                 return {h.id: h.score for h in index.search(query, top_k=k, mode=mode)}
 
-        results = {}
+        results, seconds = {}, []
         for qid, text in track(queries.items(), description=method, console=console):
+            started = time.perf_counter()  # one query at a time, query encoding included
             results[qid] = searcher(text, k) or {"__no_result__": 0.0}
+            seconds.append(time.perf_counter() - started)
+        if latencies is not None:
+            latencies[method] = seconds
         runs[method] = Run(results, name=method)
     if "hybrid" in methods:
         # Reciprocal rank fusion of stemmed BM25 with ColBERT-Att.
@@ -134,13 +141,15 @@ def main(
         queries = dict(list(queries.items())[:limit])
     encoder = ColBERTAttEncoder(EncoderSettings(attention_strategy=attention))
     index = build_or_load_index(data, encoder, index_dir, title) if {"maxsim", "colbert_att"} & set(chosen) else None
-    runs = run_methods(data, queries, chosen, encoder, index, title)
+    latencies: dict[str, list[float]] = {}
+    runs = run_methods(data, queries, chosen, encoder, index, title, latencies=latencies)
     qrels = Qrels({qid: data.qrels[qid] for qid in queries})
     scores = {name: evaluate(qrels, run, METRICS, make_comparable=True) for name, run in runs.items()}
+    p50_ms = {name: round(float(np.percentile(values, 50)) * 1000, 1) for name, values in latencies.items()}
 
-    table = Table("method", *METRICS)
+    table = Table("method", *METRICS, "p50 ms")
     for name, values in scores.items():
-        table.add_row(name, *(f"{values[m] * 100:.2f}" for m in METRICS))
+        table.add_row(name, *(f"{values[m] * 100:.2f}" for m in METRICS), str(p50_ms.get(name, "-")))
     Console().print(table)
     if not record:
         return
@@ -156,6 +165,7 @@ def main(
         "documents": len(data.corpus),
         "attention": attention.value,
         "scores": {name: {m: round(v * 100, 2) for m, v in values.items()} for name, values in scores.items()},
+        "query_p50_ms": p50_ms,
     }
     (RESULTS_DIR / "results").mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / "results" / f"{stamp:%Y%m%dT%H%M%SZ}-eval-{dataset.resolve().name}-{split}.json"
@@ -165,10 +175,14 @@ def main(
         f"({len(queries)} queries, {len(data.corpus)} documents)",
         f"- machine: {result['machine']}; commit {result['commit']}",
         f"- command: `{result['command']}`",
+        "- p50: one query at a time, query encoding included, top 100 (hybrid: fused afterwards, not timed)",
         "",
-        "| method | " + " | ".join(METRICS) + " |",
-        "|---|" + "---|" * len(METRICS),
-        *(f"| {n} | " + " | ".join(str(v) for v in s.values()) + " |" for n, s in result["scores"].items()),
+        "| method | " + " | ".join(METRICS) + " | p50 ms |",
+        "|---|" + "---|" * (len(METRICS) + 1),
+        *(
+            f"| {n} | " + " | ".join(str(v) for v in s.values()) + f" | {p50_ms.get(n, '-')} |"
+            for n, s in result["scores"].items()
+        ),
     ]
     with (RESULTS_DIR / "RESULTS.md").open("a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
