@@ -84,7 +84,9 @@ def test_explanations_name_the_matched_document_tokens(small_index, cached_encod
 
 
 def test_incremental_changes_equal_a_full_rebuild(cached_encoder, passages):
-    incremental = MultiVectorIndex(cached_encoder)
+    # No exhaustive shortcut for small collections: FAISS candidates must agree too.
+    settings = IndexSettings(candidates=CandidateSettings(exact_below_documents=0, rerank_depth=20))
+    incremental = MultiVectorIndex(cached_encoder, settings)
     incremental.add(as_documents(passages, 0, 30))
     incremental.add(as_documents(passages, 30, 45))
     incremental.delete([p["id"] for p in passages[5:12]])
@@ -99,7 +101,7 @@ def test_incremental_changes_equal_a_full_rebuild(cached_encoder, passages):
         d for d in as_documents(passages, 0, 50) if d.id not in {p["id"] for p in passages[5:12]} | {passages[46]["id"]}
     ]
     final = [replaced if d.id == replaced.id else d for d in final]
-    rebuilt = MultiVectorIndex(cached_encoder)
+    rebuilt = MultiVectorIndex(cached_encoder, settings)
     rebuilt.add(final)
 
     assert sorted(incremental.document_ids()) == sorted(rebuilt.document_ids())

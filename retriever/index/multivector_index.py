@@ -167,9 +167,8 @@ class MultiVectorIndex:
     ) -> None:
         """Add documents, replacing any with the same id."""
         batch = _coerce_documents(documents)
-        encoded = self.encoder.encode_documents(
-            [d.text for d in batch], progress=progress
-        )  # may fail: nothing changed yet
+        # Encoding may fail on bad input: it happens before anything is changed.
+        encoded = self.encoder.encode_documents([d.text for d in batch], progress=progress)
         self._remove([self._slot_by_id[d.id] for d in batch if d.id in self._slot_by_id])
         self._insert(batch, encoded)
 
@@ -208,8 +207,10 @@ class MultiVectorIndex:
         if self._candidates is None or self._candidates.kind != wanted_kind:
             self._rebuild_candidates()
         else:
-            vectors = np.concatenate([item.vectors for item in encoded])
-            token_slots = np.repeat(slots, [len(item.vectors) for item in encoded])
+            # FAISS gets the stored (bfloat16-rounded) vectors, exactly what a rebuild would give it.
+            new_documents = [self._documents[int(slot)] for slot in slots]
+            vectors = _concatenate_vectors(new_documents, self.encoder.dim).float().numpy()
+            token_slots = np.repeat(slots, [len(d.weights) for d in new_documents])
             self._candidates.add(vectors, token_slots)
         self._changed()
 
