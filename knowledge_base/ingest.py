@@ -22,7 +22,7 @@ from knowledge_base.chunking import DEFAULT_MAX_TOKENS, chunk_document
 from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, KnowledgeDocument, parse_document
 from retriever.cli import encoding_progress
 from retriever.encoder import ColBERTAttEncoder
-from retriever.errors import ColBERTAttError
+from retriever.errors import ColBERTAttError, IndexMismatchError
 from retriever.index import DocumentInput, MultiVectorIndex
 from retriever.settings import EncoderSettings, IndexSettings
 
@@ -110,11 +110,14 @@ def ingest(
     """Bring the index at `index_dir` in line with the folder; writes only when something changed."""
     if not documents_dir.is_dir():
         raise KnowledgeBaseError(f"Documents folder {documents_dir} does not exist.")
+    encoder = encoder or ColBERTAttEncoder(EncoderSettings())
+    index = MultiVectorIndex(encoder, IndexSettings(encoder=encoder.settings))
     if (index_dir / "manifest.json").is_file():
-        index = MultiVectorIndex.load(index_dir, encoder=encoder)
-    else:
-        encoder = encoder or ColBERTAttEncoder(EncoderSettings())
-        index = MultiVectorIndex(encoder, IndexSettings(encoder=encoder.settings))
+        try:
+            index = MultiVectorIndex.load(index_dir, encoder=encoder)
+        except IndexMismatchError as exc:
+            # The index is derived data and every source document is here: rebuild it for today's encoder.
+            logger.warning("Rebuilding %s from the documents: %s", index_dir, exc)
     nodes, errors, failed = chunk_folder(documents_dir, index.encoder)
     if show_progress:
         new_count = len({n.node_id for n in nodes} - set(index.document_ids()))

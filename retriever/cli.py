@@ -76,7 +76,7 @@ def build(
     limit: Annotated[int | None, typer.Option(help="Index only the first N documents.")] = None,
     model: Annotated[str | None, typer.Option(help="Model folder (default: bundled all-MiniLM-L6-v2).")] = None,
     attention: Annotated[AttentionStrategy, typer.Option(help="How A is read from attention.")] = (
-        AttentionStrategy.CLS_LAST
+        AttentionStrategy.CLS_ALL
     ),
     document_max_tokens: Annotated[int, typer.Option(help="Document length in word pieces.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 32,

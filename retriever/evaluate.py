@@ -123,7 +123,7 @@ def main(
     split: Annotated[str, typer.Option()] = "test",
     methods: Annotated[str, typer.Option(help=f"Comma-separated, from {', '.join(METHODS)}.")] = ",".join(METHODS),
     index_dir: Annotated[Path | None, typer.Option(help="Reuse / keep the ColBERT index here.")] = None,
-    attention: Annotated[AttentionStrategy, typer.Option()] = AttentionStrategy.CLS_LAST,
+    attention: Annotated[AttentionStrategy, typer.Option()] = AttentionStrategy.CLS_ALL,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N queries.")] = None,
     title: Annotated[bool, typer.Option(help="Prefix each document with its title.")] = True,
     record: Annotated[bool, typer.Option(help="Write results to benchmarks/.")] = True,

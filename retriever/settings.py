@@ -40,7 +40,8 @@ class EncoderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_path: str | None = Field(default=None, description="Model folder; None means the bundled all-MiniLM-L6-v2.")
-    attention_strategy: AttentionStrategy = AttentionStrategy.CLS_LAST
+    # Chosen on SciFact train among the ColBERT-Att (both-sides) variants: benchmarks/RESULTS.md, attention ablation.
+    attention_strategy: AttentionStrategy = AttentionStrategy.CLS_ALL
     attention_scaling: AttentionScaling = AttentionScaling.RAW
     attention_temperature: float = Field(default=1.0, gt=0, description="A is divided by this.")
     query_max_tokens: int = Field(default=32, ge=4, le=512, description="Word pieces, special tokens included.")

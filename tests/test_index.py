@@ -219,7 +219,7 @@ def test_loading_with_other_encoder_settings_names_both(small_index, tmp_path):
         EncoderSettings(attention_strategy=AttentionStrategy.RECEIVED_ALL),
         checkpoint=small_index.encoder.checkpoint,
     )
-    with pytest.raises(IndexMismatchError, match="attention_strategy.*cls_last.*received_all"):
+    with pytest.raises(IndexMismatchError, match="attention_strategy.*cls_all.*received_all"):
         MultiVectorIndex.load(tmp_path / "idx", encoder=other)
 
 

@@ -163,3 +163,20 @@ def test_labelled_questions_are_a_valid_beir_set():
             assert audience[chunk_id] == question["metadata"]["audience"], (question["_id"], chunk_id)
     # corpus.jsonl is what the chunker makes of today's documents (regenerate: python -m knowledge_base.eval_set).
     assert sorted(audience) == sorted(data.corpus), "knowledge_base/eval/corpus.jsonl is stale"
+
+
+def test_ingest_rebuilds_an_index_made_with_other_encoder_settings(tmp_path, cached_encoder):
+    from retriever import ColBERTAttEncoder, EncoderSettings
+    from retriever.settings import AttentionStrategy
+
+    docs, index_dir = tmp_path / "docs", tmp_path / "index"
+    docs.mkdir()
+    (docs / "guide.md").write_text(GOOD.format(n=1, audience="public"))
+    older = ColBERTAttEncoder(
+        EncoderSettings(attention_strategy=AttentionStrategy.RECEIVED_LAST), checkpoint=cached_encoder.checkpoint
+    )
+    ingest(docs, index_dir, encoder=older)
+    report = ingest(docs, index_dir, encoder=cached_encoder)
+    assert report.added == 2  # everything re-encoded with today's settings
+    rebuilt = MultiVectorIndex.load(index_dir, encoder=cached_encoder)
+    assert rebuilt.settings.encoder.attention_strategy == cached_encoder.settings.attention_strategy
