@@ -413,15 +413,18 @@ class MultiVectorIndex:
         encoder: ColBERTAttEncoder | None = None,
         candidate_settings: CandidateSettings | None = None,
     ) -> MultiVectorIndex:
-        """Load the last complete generation. Fails clearly on a different model or encoder settings."""
+        """Load the last complete generation. Fails clearly on a different model or encoder settings.
+
+        `candidate_settings` (nprobe, neighbours, re-rank depth...) default to `CandidateSettings()`.
+        """
         directory = Path(directory)
         manifest = read_manifest(directory)
         if encoder is None:
             encoder = ColBERTAttEncoder(manifest.settings.encoder)
         _check_compatible(directory, manifest, encoder)
-        settings = manifest.settings
-        if candidate_settings is not None:
-            settings = settings.model_copy(update={"candidates": candidate_settings})
+        # Search-time candidate settings are today's defaults unless given: the manifest only records the ones
+        # in force when the index was written (its FAISS structure itself is on disk).
+        settings = manifest.settings.model_copy(update={"candidates": candidate_settings or CandidateSettings()})
         index = cls(encoder, settings)
         index._created_at = manifest.created_at
         index._next_slot = manifest.next_slot
