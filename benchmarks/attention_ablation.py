@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
-from engine_scifact import ROOT, _commit, _machine
 from ranx import Qrels, Run, evaluate
 
 from retriever.beir import BeirDataset
 from retriever.encoder import ColBERTAttEncoder, variant_key
 from retriever.index import MultiVectorIndex
+from retriever.results_log import record_run, run_header
 from retriever.scoring import ScoringMode
 from retriever.settings import AttentionScaling, AttentionStrategy, CandidateSettings, EncoderSettings
 
@@ -124,23 +122,9 @@ def main(
         print(row, file=sys.stderr)
 
     chosen = max((r for r in rows if r.get("mode") == "colbert_att"), key=lambda r: r[choose_split])
-    stamp = datetime.now(UTC)
-    result = {
-        "date": stamp.isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "commit": _commit(),
-        "command": " ".join(sys.argv),
-        "chosen_on": choose_split,
-        "chosen": chosen,
-        "rows": rows,
-    }
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / f"{stamp:%Y%m%dT%H%M%SZ}-attention-ablation.json").write_text(json.dumps(result, indent=2))
+    result = {**run_header(), "chosen_on": choose_split, "chosen": chosen, "rows": rows}
     baseline = rows[0]
-    lines = [
-        f"\n## {result['date']} attention ablation: nDCG@10, chosen on {choose_split}, reported on {report_split}",
-        f"- machine: {result['machine']}; commit {result['commit']}",
-        f"- command: `{result['command']}`",
+    body = [
         f"- chosen (best colbert_att variant on {choose_split}): **{chosen['variant']}**: {choose_split} "
         f"{chosen[choose_split]} vs MaxSim {baseline[choose_split]}; {report_split} {chosen[report_split]} vs "
         f"MaxSim {baseline[report_split]}",
@@ -153,8 +137,12 @@ def main(
             for r in sorted(rows, key=lambda r: -r[choose_split])
         ),
     ]
-    with (ROOT / "RESULTS.md").open("a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+    record_run(
+        "attention-ablation",
+        f"attention ablation: nDCG@10, chosen on {choose_split}, reported on {report_split}",
+        result,
+        body,
+    )
 
 
 if __name__ == "__main__":

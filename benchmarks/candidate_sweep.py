@@ -7,22 +7,20 @@ TRAIN split, trading nDCG@10 against single-query latency. Never run this on a t
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
-from engine_scifact import ROOT, _commit, _machine
 from ranx import Qrels, Run, evaluate
 
 from retriever.beir import BeirDataset
 from retriever.encoder import ColBERTAttEncoder
 from retriever.index import MultiVectorIndex
+from retriever.results_log import record_run, run_header
 from retriever.settings import CandidateSettings, EncoderSettings
 
 
@@ -76,26 +74,15 @@ def main(
             }
         )
         print(rows[-1], file=sys.stderr)
-    stamp = datetime.now(UTC)
     result = {
-        "date": stamp.isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "commit": _commit(),
-        "command": " ".join(sys.argv),
+        **run_header(),
         "split": split,
         "queries": len(queries),
         "query_precision": query_precision,
         "query_encoding_mean_ms": round(encode_ms, 1),
         "rows": rows,
     }
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / f"{stamp:%Y%m%dT%H%M%SZ}-candidate-sweep-{dataset.name}-{split}.json").write_text(
-        json.dumps(result, indent=2)
-    )
-    lines = [
-        f"\n## {result['date']} candidate-generation sweep: {dataset.name} {split} ({len(queries)} queries)",
-        f"- machine: {result['machine']}; commit {result['commit']}",
-        f"- command: `{result['command']}`",
+    body = [
         f"- query precision {query_precision}: query encoding {result['query_encoding_mean_ms']} ms mean; "
         "search latency below excludes it (identical for every setting)",
         "",
@@ -107,8 +94,12 @@ def main(
             for r in rows
         ),
     ]
-    with (ROOT / "RESULTS.md").open("a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+    record_run(
+        f"candidate-sweep-{dataset.name}-{split}",
+        f"candidate-generation sweep: {dataset.name} {split} ({len(queries)} queries)",
+        result,
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -10,12 +10,9 @@ and appends a dated section to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import json
-import platform
 import resource
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -27,24 +24,8 @@ from rich.progress import track
 from retriever.beir import BeirDataset
 from retriever.encoder import ColBERTAttEncoder
 from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.results_log import record_run, run_header
 from retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
-
-ROOT = Path(__file__).resolve().parent
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _machine() -> str:
-    import os
-
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
-    )
 
 
 def main(
@@ -105,10 +86,7 @@ def main(
                 "top100_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1),
             }
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "commit": _commit(),
-        "command": " ".join(sys.argv),
+        **run_header(),
         "dataset": str(dataset),
         "split": split,
         "documents": len(index),
@@ -121,14 +99,7 @@ def main(
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "results": table,
     }
-    results_dir = ROOT / "results"
-    results_dir.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (results_dir / f"{stamp}-engine-{dataset.name}-{split}.json").write_text(json.dumps(result, indent=2))
-    lines = [
-        f"\n## {result['date']} engine first look: {dataset.name} {split}",
-        f"- machine: {result['machine']}; commit {result['commit']}",
-        f"- command: `{result['command']}`",
+    body = [
         f"- {result['documents']} documents, {result['tokens']} tokens, FAISS {result['faiss']}, "
         f"{result['queries']} queries; index build {result['index_seconds']} s; peak RSS {result['peak_rss_mib']} MiB",
         "",
@@ -136,14 +107,13 @@ def main(
         "",
         "| method | nDCG@10 | Recall@100 | MRR@10 | top-10 p50 ms | top-10 p95 ms | top-100 p50 ms |",
         "|---|---|---|---|---|---|---|",
-    ]
-    for name, row in table.items():
-        lines.append(
+        *(
             f"| {name} | {row['ndcg@10']} | {row['recall@100']} | {row['mrr@10']} | {row['top10_p50_ms']} | "
             f"{row['top10_p95_ms']} | {row['top100_p50_ms']} |"
-        )
-    with (ROOT / "RESULTS.md").open("a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+            for name, row in table.items()
+        ),
+    ]
+    record_run(f"engine-{dataset.name}-{split}", f"engine first look: {dataset.name} {split}", result, body)
     print(json.dumps(result, indent=2))
 
 

@@ -7,20 +7,18 @@ forward pass on the same texts and batches, plus bytes per indexed token on disk
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
-from engine_scifact import ROOT, _commit, _machine
 
 from retriever.beir import iter_corpus
 from retriever.encoder import ColBERTAttEncoder
 from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.results_log import record_run, run_header
 from retriever.settings import EncoderSettings, IndexSettings
 
 
@@ -58,10 +56,7 @@ def main(
         manifest = index.persist(directory)
         disk_bytes = sum(entry.bytes for entry in manifest.files.values())
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "commit": _commit(),
-        "command": " ".join(sys.argv),
+        **run_header(),
         "documents": len(texts),
         "bare_docs_per_s": round(len(texts) / bare_seconds, 2),
         "bare_tokens_per_s": round(bare_tokens / bare_seconds),
@@ -72,21 +67,14 @@ def main(
         "faiss": index.faiss_kind,
         "disk_bytes_per_indexed_token": round(disk_bytes / index.token_count, 1),
     }
-    (ROOT / "results").mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (ROOT / "results" / f"{stamp}-indexing-throughput.json").write_text(json.dumps(result, indent=2))
-    lines = [
-        f"\n## {result['date']} indexing throughput ({len(texts)} SciFact documents)",
-        f"- machine: {result['machine']}; commit {result['commit']}",
-        f"- command: `{result['command']}`",
+    body = [
         f"- bare encoder forward: {result['bare_docs_per_s']} docs/s, {result['bare_tokens_per_s']} tokens/s",
         f"- whole pipeline: {result['pipeline_docs_per_s']} docs/s, {result['pipeline_tokens_per_s']} tokens/s "
         f"= {result['pipeline_share_of_bare_rate'] * 100:.1f}% of the bare rate",
         f"- on disk: {result['disk_bytes_per_indexed_token']} bytes per indexed token "
         f"({result['indexed_tokens']} tokens, FAISS {result['faiss']})",
     ]
-    with (ROOT / "RESULTS.md").open("a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+    record_run("indexing-throughput", f"indexing throughput ({len(texts)} SciFact documents)", result, body)
     print(json.dumps(result, indent=2))
 
 

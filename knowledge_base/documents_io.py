@@ -78,16 +78,28 @@ def parse_document(path: Path, root: Path) -> KnowledgeDocument:
         raise KnowledgeBaseError(f"{relative}: invalid front matter ({exc}).") from exc
 
 
-def load_documents(root: Path = DOCUMENTS_DIR) -> list[KnowledgeDocument]:
-    """Every `*.md` under `root`, validated; duplicate ids are an error naming both files."""
-    documents: list[KnowledgeDocument] = []
+def read_folder(folder: Path) -> tuple[list[KnowledgeDocument], list[str], set[str]]:
+    """(valid documents, error messages, source paths of the files that failed)."""
+    documents, errors, failed = [], [], set()
     seen: dict[str, str] = {}
-    for path in sorted(root.rglob("*.md")):
-        document = parse_document(path, root)
-        if document.id in seen:
-            raise KnowledgeBaseError(
-                f"{document.source_path}: id {document.id!r} is already used by {seen[document.id]}."
-            )
-        seen[document.id] = document.source_path
+    for path in sorted(folder.rglob("*.md")):
+        relative = path.relative_to(folder).as_posix()
+        try:
+            document = parse_document(path, folder)
+            if document.id in seen:
+                raise KnowledgeBaseError(f"{relative}: id {document.id!r} is already used by {seen[document.id]}.")
+        except KnowledgeBaseError as exc:
+            errors.append(str(exc))
+            failed.add(relative)
+            continue
+        seen[document.id] = relative
         documents.append(document)
+    return documents, errors, failed
+
+
+def load_documents(root: Path = DOCUMENTS_DIR) -> list[KnowledgeDocument]:
+    """Every `*.md` under `root`, validated; the first unreadable file (or duplicate id) is an error."""
+    documents, errors, _ = read_folder(root)
+    if errors:
+        raise KnowledgeBaseError(errors[0])
     return documents

@@ -10,6 +10,7 @@ is reported with its name (and line) and its previously indexed chunks are left 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,7 @@ from llama_index.core.schema import TextNode
 from rich.console import Console
 
 from knowledge_base.chunking import DEFAULT_MAX_TOKENS, chunk_document
-from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, KnowledgeDocument, parse_document
+from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, read_folder
 from retriever.cli import encoding_progress
 from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import ColBERTAttError, IndexMismatchError
@@ -42,25 +43,6 @@ class IngestReport:
     @property
     def changed(self) -> bool:
         return bool(self.added or self.removed or self.metadata_updated)
-
-
-def read_folder(folder: Path) -> tuple[list[KnowledgeDocument], list[str], set[str]]:
-    """(valid documents, error messages, source paths of the files that failed)."""
-    documents, errors, failed = [], [], set()
-    seen: dict[str, str] = {}
-    for path in sorted(folder.rglob("*.md")):
-        relative = path.relative_to(folder).as_posix()
-        try:
-            document = parse_document(path, folder)
-            if document.id in seen:
-                raise KnowledgeBaseError(f"{relative}: id {document.id!r} is already used by {seen[document.id]}.")
-        except KnowledgeBaseError as exc:
-            errors.append(str(exc))
-            failed.add(relative)
-            continue
-        seen[document.id] = relative
-        documents.append(document)
-    return documents, errors, failed
 
 
 def chunk_folder(folder: Path, encoder: ColBERTAttEncoder, max_tokens: int = DEFAULT_MAX_TOKENS):
@@ -119,12 +101,9 @@ def ingest(
             # The index is derived data and every source document is here: rebuild it for today's encoder.
             logger.warning("Rebuilding %s from the documents: %s", index_dir, exc)
     nodes, errors, failed = chunk_folder(documents_dir, index.encoder)
-    if show_progress:
-        new_count = len({n.node_id for n in nodes} - set(index.document_ids()))
-        with encoding_progress(new_count, "Encoding chunks") as advance:
-            report = sync_index(index, nodes, failed, progress=advance)
-    else:
-        report = sync_index(index, nodes, failed)
+    new_count = len({n.node_id for n in nodes} - set(index.document_ids()))
+    with encoding_progress(new_count, "Encoding chunks") if show_progress else nullcontext(None) as advance:
+        report = sync_index(index, nodes, failed, progress=advance)
     report.errors = errors
     if report.changed or not (index_dir / "manifest.json").is_file():
         index.persist(index_dir)

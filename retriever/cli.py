@@ -68,6 +68,11 @@ def _parse_filters(values: list[str]) -> MetadataFilters | None:
     return MetadataFilters(filters=rules) if rules else None
 
 
+def _stored_as(index: MultiVectorIndex, document: DocumentInput) -> tuple[str, dict]:
+    stored = index.get(document.id)
+    return stored.text, stored.metadata
+
+
 @app.command()
 def build(
     index_dir: Annotated[Path, typer.Option(help="Where the index is written (created or updated).")],
@@ -108,11 +113,7 @@ def build(
         else:
             index = MultiVectorIndex(encoder, IndexSettings(encoder=settings))
         # Documents already indexed with the same text and metadata are not encoded again.
-        changed = [
-            d
-            for d in documents
-            if d.id not in index or (index.get(d.id).text, index.get(d.id).metadata) != (d.text, d.metadata)
-        ]
+        changed = [d for d in documents if d.id not in index or _stored_as(index, d) != (d.text, d.metadata)]
         with encoding_progress(len(changed), "Encoding documents") as advance:
             index.upsert(changed, progress=advance)
         manifest = index.persist(index_dir)

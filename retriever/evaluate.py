@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -33,11 +29,11 @@ from retriever.beir import BeirDataset
 from retriever.cli import encoding_progress
 from retriever.encoder import ColBERTAttEncoder
 from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.results_log import record_run, run_header
 from retriever.settings import AttentionStrategy, EncoderSettings, IndexSettings
 
 METHODS = ("bm25", "bm25_stemmed", "dense", "maxsim", "colbert_att", "hybrid")
 METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -51,13 +47,6 @@ def _query_texts(dataset: Path, queries: dict[str, str]) -> dict[str, str]:
             if turn:
                 previous[str(record["_id"])] = turn
     return {qid: f"{previous[qid]} {text}" if qid in previous else text for qid, text in queries.items()}
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, cwd=RESULTS_DIR).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def build_or_load_index(
@@ -153,12 +142,8 @@ def main(
     Console().print(table)
     if not record:
         return
-    stamp = datetime.now(UTC)
     result = {
-        "date": stamp.isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "commit": _commit(),
-        "command": "python -m retriever.evaluate " + " ".join(sys.argv[1:]),
+        **run_header("python -m retriever.evaluate " + " ".join(sys.argv[1:])),
         "dataset": str(dataset),
         "split": split,
         "queries": len(queries),
@@ -167,14 +152,7 @@ def main(
         "scores": {name: {m: round(v * 100, 2) for m, v in values.items()} for name, values in scores.items()},
         "query_p50_ms": p50_ms,
     }
-    (RESULTS_DIR / "results").mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / "results" / f"{stamp:%Y%m%dT%H%M%SZ}-eval-{dataset.resolve().name}-{split}.json"
-    out.write_text(json.dumps(result, indent=2))
-    lines = [
-        f"\n## {result['date']} evaluation: {dataset.resolve().name} {split} "
-        f"({len(queries)} queries, {len(data.corpus)} documents)",
-        f"- machine: {result['machine']}; commit {result['commit']}",
-        f"- command: `{result['command']}`",
+    body = [
         "- p50: one query at a time, query encoding included, top 100 (hybrid: fused afterwards, not timed)",
         "",
         "| method | " + " | ".join(METRICS) + " | p50 ms |",
@@ -184,8 +162,13 @@ def main(
             for n, s in result["scores"].items()
         ),
     ]
-    with (RESULTS_DIR / "RESULTS.md").open("a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+    name = dataset.resolve().name
+    record_run(
+        f"eval-{name}-{split}",
+        f"evaluation: {name} {split} ({len(queries)} queries, {len(data.corpus)} documents)",
+        result,
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class CandidateBatch:
 
 @dataclass(frozen=True)
 class ScoredBatch:
-    """raw (B,): S(Q, D); normalised (B,): S divided by its upper bound (every cosine = 1), clipped to [0, 1];
+    """raw (B,) float64: S(Q, D); normalised (B,): S divided by its upper bound (every cosine = 1), clipped to [0, 1];
     best_token (B, n_query_tokens): index of d_w inside each document; best_similarity: its cosine."""
 
     raw: np.ndarray
@@ -97,27 +97,29 @@ def score_batch(
     # The winners' cosines again in float32, so that scores carry no low-precision rounding.
     best_similarity = (d[winner_rows.reshape(-1)].float().view(n_query, n_docs, -1) * q[:, None, :]).sum(dim=2)
 
+    # The weights' factors in float64: exp(A) of a length-scaled A (up to ~180 here) overflows float32 to inf.
+    best_similarity = best_similarity.double()
     if mode.uses_query_weights:
-        query_factor = torch.exp(torch.from_numpy(np.asarray(query_weights, dtype=np.float32)))
+        query_factor = torch.exp(torch.from_numpy(np.asarray(query_weights, dtype=np.float64)))
     else:
-        query_factor = torch.ones(n_query)
+        query_factor = torch.ones(n_query, dtype=torch.float64)
 
     if mode.uses_document_weights:
-        delta = torch.from_numpy(length_exponent(candidates.n_words, length_words, fixed_delta))
-        doc_weights = torch.from_numpy(np.asarray(candidates.weights, dtype=np.float32))
+        delta = torch.from_numpy(length_exponent(candidates.n_words, length_words, fixed_delta)).double()
+        doc_weights = torch.from_numpy(np.asarray(candidates.weights, dtype=np.float64))
         winner_weights = doc_weights[winner_rows]  # (n_query, B): A of d_w
         doc_factor = torch.exp(winner_weights) ** delta[None, :]
         padded_weights = doc_weights[columns].masked_fill(~valid, float("-inf"))
         doc_bound = torch.exp(padded_weights.max(dim=1).values) ** delta  # (B,)
     else:
         doc_factor = torch.ones_like(best_similarity)
-        doc_bound = torch.ones(n_docs)
+        doc_bound = torch.ones(n_docs, dtype=torch.float64)
 
     raw = (query_factor[:, None] * best_similarity * doc_factor).sum(dim=0)
     upper = query_factor.sum() * doc_bound
     normalised = (raw / upper).clamp(0.0, 1.0)
     return ScoredBatch(
-        raw=raw.numpy().astype(np.float32),
+        raw=raw.numpy(),  # float64: large weights must not overflow
         normalised=normalised.numpy().astype(np.float32),
         best_token=best_token.T.numpy(),
         best_similarity=best_similarity.T.numpy().astype(np.float32),

@@ -63,3 +63,14 @@ def test_the_command_rejects_unknown_methods(tmp_path):
     app.command()(main)
     result = CliRunner().invoke(app, ["--dataset", str(tmp_path), "--methods", "bm25,splade", "--no-record"])
     assert result.exit_code != 0 and "splade" in result.output
+
+
+def test_runs_are_recorded_as_json_and_a_dated_section(tmp_path):
+    from retriever.results_log import record_run, run_header
+
+    result = {**run_header("python -m retriever.evaluate --dataset x"), "scores": {"maxsim": 71.9}}
+    path = record_run("eval-x-test", "evaluation: x test", result, ["", "| maxsim | 71.9 |"], directory=tmp_path)
+    assert json.loads(path.read_text())["scores"] == {"maxsim": 71.9}
+    section = (tmp_path / "RESULTS.md").read_text()
+    assert f"## {result['date']} evaluation: x test" in section
+    assert "- command: `python -m retriever.evaluate --dataset x`" in section and "| maxsim | 71.9 |" in section

@@ -107,3 +107,16 @@ def test_bfloat16_storage_scores_like_float32():
     stored = score_batch(q, np.zeros(12, np.float32), batch16, ScoringMode.MAXSIM)
     np.testing.assert_allclose(stored.raw, exact.raw, rtol=5e-3)
     assert (stored.best_token == exact.best_token).mean() > 0.9
+
+
+def test_large_attention_weights_do_not_overflow():
+    """Length-scaled A reaches ~180 on SciFact; exp(180) is inf in float32 and used to scramble rankings."""
+    rng = np.random.default_rng(9)
+    q = random_unit(rng, 4, 8)
+    vectors = random_unit(rng, 20, 8)
+    weights = np.linspace(100.0, 180.0, 20).astype(np.float32)
+    batch = CandidateBatch(vectors, weights, np.array([10, 10]), np.array([400, 400]))
+    scored = score_batch(q, np.full(4, 5.0, np.float32), batch, ScoringMode.COLBERT_ATT)
+    assert np.all(np.isfinite(scored.raw)) and np.all(np.isfinite(scored.normalised))
+    docs = [(vectors[:10], weights[:10], 400), (vectors[10:], weights[10:], 400)]
+    np.testing.assert_allclose(scored.raw, naive_score(q, np.full(4, 5.0), docs, ScoringMode.COLBERT_ATT), rtol=1e-4)

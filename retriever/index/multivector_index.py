@@ -236,6 +236,9 @@ class MultiVectorIndex:
 
     # ---- search -------------------------------------------------------------------------------------------
 
+    def _all_slots(self) -> np.ndarray:
+        return np.array(sorted(self._documents), dtype=np.int64)
+
     def _allowed_slots(self, filters: MetadataFilters | None) -> np.ndarray | None:
         if filters is None or not filters.filters:
             return None
@@ -250,9 +253,8 @@ class MultiVectorIndex:
     def _candidate_slots(self, query: EncodedText, allowed: np.ndarray | None, top_k: int) -> np.ndarray:
         settings = self.settings.candidates
         pool_size = len(self._documents) if allowed is None else len(allowed)
-        every_slot = np.array(sorted(self._documents), dtype=np.int64) if allowed is None else allowed
         if pool_size <= max(settings.exact_below_documents, top_k) or self._candidates is None:
-            return every_slot
+            return self._all_slots() if allowed is None else allowed
         depth = max(settings.rerank_depth, top_k)
         neighbours = settings.tokens_per_query_token
         for _ in range(3):
@@ -265,7 +267,7 @@ class MultiVectorIndex:
         else:
             # Even a wider search found fewer than top_k documents (a selective filter, or a tiny IVF probe):
             # score the whole allowed set exactly rather than return too few.
-            return every_slot
+            return self._all_slots() if allowed is None else allowed
         # Approximate MaxSim from the retrieved tokens only: each query token's best retrieved match per document.
         best = np.zeros((len(query.vectors), len(unique_slots)), dtype=np.float32)
         rows = np.broadcast_to(np.arange(len(query.vectors))[:, None], slots.shape)[found]
@@ -324,7 +326,7 @@ class MultiVectorIndex:
         if allowed is not None and len(allowed) == 0:
             return []
         if exhaustive:
-            slots = np.array(sorted(self._documents), dtype=np.int64) if allowed is None else allowed
+            slots = self._all_slots() if allowed is None else allowed
         else:
             slots = self._candidate_slots(encoded, allowed, top_k)
         raw, normalised, best_token, best_similarity = self._score_slots(encoded, slots, mode)
