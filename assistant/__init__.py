@@ -1,1 +1,11 @@
-"""The LLM answer generator (issue 5): top passages in, a cited answer or an honest "I don't know" out."""
+"""The LLM answer generator (issue 5): a conversation turn in, a cited answer or an honest "I don't know" out.
+
+from assistant import Assistant, AssistantSettings
+assistant = Assistant.from_settings(AssistantSettings.load())
+answer = assistant.answer("How do I care for my calfskin wallet after it gets wet?")
+"""
+
+from assistant.engine import AnswerStream, Assistant, AssistantAnswer, Citation
+from assistant.settings import AssistantSettings, LLMBackend, Mode
+
+__all__ = ["AnswerStream", "Assistant", "AssistantAnswer", "AssistantSettings", "Citation", "LLMBackend", "Mode"]

