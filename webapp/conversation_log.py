@@ -1,0 +1,95 @@
+"""Conversations and feedback in SQLite, with the retrieved chunk ids and scores of every answer, so that a bad
+answer can be traced back to retrieval."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from assistant import AssistantAnswer
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    channel TEXT NOT NULL,          -- customer_ui, staff_ui, api
+    session_id TEXT,
+    mode TEXT NOT NULL,
+    question TEXT NOT NULL,
+    standalone_question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    abstained INTEGER NOT NULL,
+    abstain_reason TEXT,
+    retrieved TEXT NOT NULL,        -- JSON [{node_id, document_id, score}]
+    cited TEXT NOT NULL,            -- JSON [node_id]
+    number_mismatches TEXT NOT NULL,
+    timings_ms TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    turn_id INTEGER REFERENCES turns(id),
+    session_id TEXT,
+    helpful INTEGER NOT NULL,
+    answer TEXT
+);
+"""
+
+
+class ConversationLog:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(path, check_same_thread=False)
+        self._connection.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def record_turn(self, answer: AssistantAnswer, channel: str, session_id: str | None) -> int:
+        row = (
+            time.time(),
+            channel,
+            session_id,
+            answer.mode.value,
+            answer.question,
+            answer.standalone_question,
+            answer.text,
+            int(answer.abstained),
+            answer.abstain_reason,
+            json.dumps(
+                [{"node_id": s.node_id, "document_id": s.document_id, "score": s.score} for s in answer.sources]
+            ),
+            json.dumps([c.node_id for c in answer.citations]),
+            json.dumps([m.model_dump() for m in answer.number_mismatches]),
+            json.dumps(answer.timings_ms),
+        )
+        with self._lock, self._connection:
+            cursor = self._connection.execute(
+                "INSERT INTO turns (created, channel, session_id, mode, question, standalone_question, answer, "
+                "abstained, abstain_reason, retrieved, cited, number_mismatches, timings_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return int(cursor.lastrowid)
+
+    def record_feedback(self, session_id: str | None, helpful: bool, answer: str, turn_id: int | None = None) -> None:
+        if turn_id is None and session_id is not None:
+            # The widget knows the answer it showed; find the turn that produced it.
+            found = self._connection.execute(
+                "SELECT id FROM turns WHERE session_id = ? AND ? LIKE answer || '%' ORDER BY id DESC LIMIT 1",
+                (session_id, answer),
+            ).fetchone()
+            turn_id = found[0] if found else None
+        with self._lock, self._connection:
+            self._connection.execute(
+                "INSERT INTO feedback (created, turn_id, session_id, helpful, answer) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), turn_id, session_id, int(helpful), answer),
+            )
+
+    def rows(self, table: str) -> list[dict]:
+        if table not in ("turns", "feedback"):
+            raise ValueError(f"Unknown table {table!r}.")
+        cursor = self._connection.execute(f"SELECT * FROM {table} ORDER BY id")
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
