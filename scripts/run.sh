@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# The main job. Until the chat app lands (issue 6): build or update (incrementally) the index of the bundled
-# knowledge base, then answer a customer's retrieval query from its public chunks. Pass your own question.
+# The main job: the Maison Corvane Client Care chat on the bundled defaults. Sets up .venv, builds or updates
+# (incrementally) the knowledge-base index, loads the local LLM and serves on http://127.0.0.1:7860/chat/
+# (staff page: /staff/, API: /api/docs). Settings: APP_* and ASSISTANT_* environment variables (README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 VENV="${VENV:-.venv}"
-"$VENV/bin/python" -m knowledge_base.ingest --index-dir indexes/knowledge_base
-query="${*:-How do I care for my calfskin wallet after it gets wet?}"
-"$VENV/bin/python" -m retriever search --index-dir indexes/knowledge_base --top-k 5 --filter audience=public "$query"
+exec "$VENV/bin/python" app.py

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test command: set up the environment, lint, run the whole test suite.
+# The test command: set up the environment (Python packages, and chromium for the browser test), lint, run the
+# whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+bash scripts/system_packages.sh
 VENV="${VENV:-.venv}"
 "$VENV/bin/ruff" check .
 set +e

@@ -135,3 +135,53 @@ def kb_assistant(assistant_settings, encoder, chat_model):
     from assistant import Assistant
 
     return Assistant.from_settings(assistant_settings, encoder=encoder, chat_model=chat_model)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve_app(assistant, tmp_dir: Path, **app_settings):
+    """Start the real app (FastAPI + Gradio) with uvicorn on a free localhost port, in a thread."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from webapp import create_app
+    from webapp.settings import AppSettings
+
+    settings = AppSettings(staff_password="correct horse", log_path=tmp_dir / "log.sqlite3", **app_settings)
+    app = create_app(assistant, settings)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return base, app, server, thread
+
+
+@pytest.fixture(scope="session")
+def start_app():
+    """`start_app(assistant, tmp_dir, **app_settings)` -> (base_url, app, server, thread)."""
+    return serve_app
+
+
+@pytest.fixture(scope="session")
+def app_server(kb_assistant, tmp_path_factory):
+    base, app, server, thread = serve_app(kb_assistant, tmp_path_factory.mktemp("app"), rate_limit_messages=1000)
+    yield base, app
+    server.should_exit = True
+    thread.join(timeout=10)

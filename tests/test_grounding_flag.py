@@ -1,0 +1,94 @@
+"""The chat app's grounding note, with the real bundled encoder and hand-built answers citing real sections of the
+mechanical-watch care guide: a faithful answer gets no note, and one changed figure gets a note naming it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from assistant.engine import AssistantAnswer, Citation
+from assistant.settings import Mode
+from grounding import GroundingJudge
+from webapp.grounding_flag import NOTE_PREFIX, grounding_note
+
+CARE = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents" / "care"
+QUESTION = "How long does my Corvane 1911 keep running off the wrist, and how do I wind it by hand?"
+FAITHFUL = (
+    "When fully wound, the CV-28 runs for 42 hours off the wrist [1]. "
+    "To wind it by hand, turn the crown clockwise about 30 to 40 times [2]. "
+    "You cannot overwind it [2]."
+)
+
+
+def citation(number: int, document: str, header: str, score: float) -> Citation:
+    """A citation of one section of a care guide, its text headed by title and section as the chunks have it."""
+    path = CARE / f"{document}.md"
+    text = path.read_text(encoding="utf-8")
+    title = re.search(r"^title: (.+)$", text, re.M).group(1)
+    body = re.search(rf"^#+ {re.escape(header)}\n(.*?)(?=^#|\Z)", text, re.S | re.M).group(1).strip()
+    return Citation(
+        number=number,
+        node_id=f"{document}#{header.lower().replace(' ', '-')}",
+        document_id=document,
+        title=title,
+        section=header,
+        source_path=str(path.relative_to(CARE.parent.parent.parent)),
+        audience="public",
+        score=score,
+        text=f"{title} > {header}\n\n{body}",
+    )
+
+
+@pytest.fixture(scope="module")
+def judge(encoder) -> GroundingJudge:
+    return GroundingJudge.load_default(encoder=encoder)
+
+
+@pytest.fixture(scope="module")
+def sources() -> list[Citation]:
+    return [
+        citation(1, "care-mechanical-watches", "Power reserve", 0.71),
+        citation(2, "care-mechanical-watches", "Winding by hand", 0.66),
+        citation(3, "care-mechanical-watches", "Automatic winding", 0.52),  # shown, not cited
+    ]
+
+
+def answer(text: str, sources: list[Citation]) -> AssistantAnswer:
+    return AssistantAnswer(
+        text=text,
+        abstained=False,
+        citations=sources[:2],
+        sources=sources,
+        question=QUESTION,
+        standalone_question=QUESTION,
+        mode=Mode.CUSTOMER,
+        top_score=sources[0].score,
+    )
+
+
+def test_a_faithful_cited_answer_gets_no_note(judge, sources):
+    assert grounding_note(judge, answer(FAITHFUL, sources)) is None
+
+
+def test_a_changed_figure_gets_a_note_naming_that_sentence(judge, sources):
+    edited = FAITHFUL.replace("42 hours", "52 hours")
+    note = grounding_note(judge, answer(edited, sources))
+    assert note is not None and note.startswith(NOTE_PREFIX)
+    assert "runs for 52 hours off the wrist" in note
+    assert "crown" not in note  # the faithful sentences are not named
+    assert "more sentence" not in note
+
+
+def test_an_abstention_gets_no_note(judge, sources):
+    declined = AssistantAnswer(
+        text="I don't know based on our care guides.",
+        abstained=True,
+        abstain_reason="model_declined",
+        sources=sources,
+        question="Can I iron my velvet jacket?",
+        standalone_question="Can I iron my velvet jacket?",
+        mode=Mode.CUSTOMER,
+    )
+    assert grounding_note(judge, declined) is None
