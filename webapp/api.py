@@ -14,7 +14,9 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
 from assistant import Assistant, AssistantAnswer, Mode
+from grounding import GroundingJudge
 from webapp.conversation_log import ConversationLog
+from webapp.grounding_flag import grounding_note
 from webapp.rate_limit import RateLimiter, rate_limited_message
 from webapp.rendering import citation_label, passage_url
 
@@ -42,9 +44,10 @@ class ChatResponse(BaseModel):
     citations: list[CitationOut]
     session_id: str
     number_mismatches: list[str]
+    grounding_note: str | None = Field(default=None, description="Set when the answer is weakly supported.")
 
 
-def _response(answer: AssistantAnswer, session_id: str) -> ChatResponse:
+def _response(answer: AssistantAnswer, session_id: str, note: str | None) -> ChatResponse:
     return ChatResponse(
         answer=answer.text,
         abstained=answer.abstained,
@@ -62,11 +65,16 @@ def _response(answer: AssistantAnswer, session_id: str) -> ChatResponse:
         ],
         session_id=session_id,
         number_mismatches=sorted({m.number for m in answer.number_mismatches}),
+        grounding_note=note,
     )
 
 
 def api_router(
-    assistant: Assistant, log: ConversationLog, limiter: RateLimiter, staff_credentials: tuple[str, str]
+    assistant: Assistant,
+    log: ConversationLog,
+    limiter: RateLimiter,
+    staff_credentials: tuple[str, str],
+    judge: GroundingJudge | None = None,
 ) -> APIRouter:
     router = APIRouter()
     basic = HTTPBasic(auto_error=False)
@@ -82,6 +90,9 @@ def api_router(
         if not ok:
             raise HTTPException(401, "Staff mode needs the staff login.", headers={"WWW-Authenticate": "Basic"})
         return Mode.STAFF
+
+    def note(answer: AssistantAnswer) -> str | None:
+        return grounding_note(judge, answer) if judge is not None else None
 
     def limit(http_request: Request) -> None:
         client = http_request.client.host if http_request.client else "unknown"
@@ -99,7 +110,7 @@ def api_router(
         session_id = request.session_id or uuid.uuid4().hex
         answer = assistant.answer(request.message, session_id=session_id, mode=mode)
         log.record_turn(answer, "api", session_id)
-        return _response(answer, session_id)
+        return _response(answer, session_id, note(answer))
 
     @router.post("/api/chat/stream", dependencies=[Depends(limit)])
     def chat_stream(request: ChatRequest, credentials: HTTPBasicCredentials | None = Depends(basic)):
@@ -116,7 +127,8 @@ def api_router(
             for delta in stream:
                 yield f"event: token\ndata: {json.dumps(delta)}\n\n"
             log.record_turn(stream.answer, "api", session_id)
-            yield f"event: done\ndata: {_response(stream.answer, session_id).model_dump_json()}\n\n"
+            final = _response(stream.answer, session_id, note(stream.answer))
+            yield f"event: done\ndata: {final.model_dump_json()}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import gradio as gr
 
 from assistant import Assistant, Mode
+from grounding import GroundingJudge
 from webapp.conversation_log import ConversationLog
+from webapp.grounding_flag import grounding_note
 from webapp.rate_limit import RateLimiter, rate_limited_message
 from webapp.rendering import answer_markdown
 
@@ -34,7 +36,9 @@ def _client(request: gr.Request | None) -> str:
     return getattr(client, "host", None) or _session_id(request) or "unknown"
 
 
-def customer_page(assistant: Assistant, log: ConversationLog, limiter: RateLimiter) -> gr.Blocks:
+def customer_page(
+    assistant: Assistant, log: ConversationLog, limiter: RateLimiter, judge: GroundingJudge | None = None
+) -> gr.Blocks:
     def respond(message: str, history: list, request: gr.Request) -> Iterator[str]:
         wait = limiter.retry_after(_client(request))
         if wait is not None:
@@ -47,7 +51,8 @@ def customer_page(assistant: Assistant, log: ConversationLog, limiter: RateLimit
             shown += delta
             yield html.escape(shown, quote=False)
         log.record_turn(stream.answer, "customer_ui", session_id)
-        yield answer_markdown(stream.answer)
+        note = grounding_note(judge, stream.answer) if judge is not None else None
+        yield answer_markdown(stream.answer, note)
 
     def on_like(data: gr.LikeData, request: gr.Request) -> None:
         value = data.value if isinstance(data.value, str) else str(data.value)

@@ -22,9 +22,11 @@ def citation_label(citation: Citation) -> str:
     return f"{citation.title} — {citation.section}" if citation.section else citation.title
 
 
-def answer_markdown(answer: AssistantAnswer) -> str:
+def answer_markdown(answer: AssistantAnswer, grounding_note: str | None = None) -> str:
     """The answer text, then its cited sources as links to the passages (title + section)."""
     text = html.escape(answer.text, quote=False)
+    if grounding_note:
+        text += f"\n\n*{html.escape(grounding_note, quote=False)}*"
     if answer.number_mismatches:
         numbers = ", ".join(sorted({m.number for m in answer.number_mismatches}))
         text += f"\n\n⚠️ *Please double-check: {html.escape(numbers)} could not be found in the cited sources.*"

@@ -11,6 +11,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from assistant import Assistant
+from grounding import GroundingJudge
 from webapp.api import api_router
 from webapp.conversation_log import ConversationLog
 from webapp.customer_page import customer_page
@@ -27,10 +28,12 @@ def create_app(assistant: Assistant, settings: AppSettings | None = None) -> Fas
     log = ConversationLog(settings.log_path)
     limiter = RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_s)
     credentials = settings.staff_credentials()
+    # Answers are checked against their sources before they are shown; weak ones get a visible note.
+    judge = GroundingJudge.load_default(encoder=assistant.index.encoder)
 
     app = FastAPI(title="Maison Corvane Client Care", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.conversation_log = log
-    app.include_router(api_router(assistant, log, limiter, credentials))
+    app.include_router(api_router(assistant, log, limiter, credentials, judge))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
@@ -55,10 +58,10 @@ def create_app(assistant: Assistant, settings: AppSettings | None = None) -> Fas
 
     app = gr.mount_gradio_app(
         app,
-        staff_page(assistant, log),
+        staff_page(assistant, log, judge),
         path="/staff",
         auth=credentials,
         auth_message="Maison Corvane staff only.",
         css=STAFF_STYLE,
     )
-    return gr.mount_gradio_app(app, customer_page(assistant, log, limiter), path="/chat")
+    return gr.mount_gradio_app(app, customer_page(assistant, log, limiter, judge), path="/chat")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import gradio as gr
 
 from assistant import Assistant, Mode
+from grounding import GroundingJudge
 from retriever.scoring import ScoringMode
 from webapp.conversation_log import ConversationLog
+from webapp.grounding_flag import grounding_note
 from webapp.rendering import answer_markdown, explanation_html
 
 EXPLAINED_PASSAGES = 5
@@ -17,7 +19,7 @@ STAFF_STYLE = """
 """
 
 
-def staff_page(assistant: Assistant, log: ConversationLog) -> gr.Blocks:
+def staff_page(assistant: Assistant, log: ConversationLog, judge: GroundingJudge | None = None) -> gr.Blocks:
     encoder = assistant.index.encoder
 
     def lookup(question: str, scoring: str, request: gr.Request):
@@ -29,7 +31,8 @@ def staff_page(assistant: Assistant, log: ConversationLog) -> gr.Blocks:
         query_tokens = encoder.token_strings(query.token_ids)
         hits = assistant.index.search(query, top_k=EXPLAINED_PASSAGES, mode=ScoringMode(scoring), explain=True)
         explanations = "".join(explanation_html(hit, assistant.index, encoder, query_tokens) for hit in hits)
-        return answer_markdown(answer), f"<div id='explanations'>{explanations}</div>"
+        note = grounding_note(judge, answer) if judge is not None else None
+        return answer_markdown(answer, note), f"<div id='explanations'>{explanations}</div>"
 
     with gr.Blocks(title="Maison Corvane — Staff lookup") as page:
         gr.Markdown(
