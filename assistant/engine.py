@@ -20,7 +20,7 @@ from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter,
 from pydantic import BaseModel, Field
 
 from assistant.abstention import AbstentionCalibration, model_abstained
-from assistant.citations import NumberMismatch, check_citations
+from assistant.citations import NumberMismatch, check_citations, content_words
 from assistant.errors import AssistantError
 from assistant.llm_backends import ChatModel
 from assistant.memory import SessionMemory
@@ -181,10 +181,14 @@ class Assistant:
             return question
         rewritten = self.chat_model.complete(condense_messages(question, history)).strip().strip('"').strip()
         rewritten = rewritten.splitlines()[0].strip() if rewritten else ""
+        last_user = next((m.content for m in reversed(history) if m.role.value == "user"), "")
         if not rewritten or len(rewritten) > 4 * len(question) + 200:
             # The model did not produce a usable rewrite: search with the last question and this one together.
-            last_user = next((m.content for m in reversed(history) if m.role.value == "user"), "")
             return f"{last_user} {question}".strip()
+        if not content_words(question) <= content_words(rewritten):
+            # Small models often repeat the previous question and drop what is new ("and my silk tie?"): the
+            # client's own words must reach retrieval, so they go first (queries are cut at 32 word pieces).
+            return f"{question} {rewritten}"
         return rewritten
 
     def _fit_context(
