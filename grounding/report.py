@@ -1,0 +1,564 @@
+"""The grounding report (issue #7): run the assistant over a question set and judge every answer it gives.
+
+    python -m grounding.report [--questions kb|wixqa] [--split held_out] [--limit N] \
+        [--output-dir benchmarks/results] [--no-record]
+
+- `kb` (default): the knowledge base's labelled questions of one split (`held_out` by default), each asked in its
+  own mode; a follow-up is asked after its previous turn, in the same session.
+- `wixqa`: the first `--limit` (default 40) WixQA expert questions, read in place from the shared datasets folder.
+  The assistant answers them from an index of the WixQA corpus (one document per article, title in front,
+  truncated by the encoder: what `python -m retriever.evaluate` builds), reused from `indexes/wixqa` when it loads.
+  WixQA has no unanswerable questions, so abstention correctness is reported for `kb` only.
+
+Every answered question is judged against its cited passages and all the passages shown to the model. The results
+JSON (every question, with per-claim verdicts, and the totals) goes to `<output-dir>/<stamp>-grounding-report-*.json`,
+a histogram of claim support to `<output-dir>/grounding_report_<questions>_<date>.png`, and a dated section to
+the RESULTS.md in the output folder's parent (`retriever.results_log.record_run`).
+"""
+
+from __future__ import annotations
+
+import csv
+import faulthandler
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from assistant.engine import Assistant, AssistantAnswer
+from assistant.labelled_questions import load_questions
+from assistant.llm_backends import ChatModel
+from assistant.settings import AssistantSettings, Mode
+from grounding.claims import abstention_correct
+from grounding.judge import GroundingJudge, GroundingReport
+from retriever.beir import BeirDataset
+from retriever.encoder import ColBERTAttEncoder
+from retriever.errors import IndexCorruptError, IndexMismatchError
+from retriever.index import MultiVectorIndex
+from retriever.results_log import BENCHMARKS_DIR, record_run, run_header
+from retriever.settings import EncoderSettings
+
+REPO = Path(__file__).resolve().parent.parent
+KB_QRELS = REPO / "knowledge_base" / "eval" / "qrels" / "test.tsv"
+WIXQA_INDEX_DIR = REPO / "indexes" / "wixqa"
+WIXQA_DEFAULT_LIMIT = 40
+CLAIM_CHARS = 140  # unsupported claims quoted in RESULTS.md are cut to this length
+
+console = Console(stderr=True, soft_wrap=True)
+logger = logging.getLogger(__name__)
+
+
+class QuestionSet(StrEnum):
+    KB = "kb"
+    WIXQA = "wixqa"
+
+
+@dataclass(frozen=True)
+class ReportQuestion:
+    id: str
+    text: str
+    mode: Mode
+    type: str
+    answerable: bool | None  # None: the data set has no answerability label (WixQA)
+    previous_turn: str | None = None
+    gold_documents: tuple[str, ...] = field(default=())
+
+
+# ---- question sets --------------------------------------------------------------------------------------------
+
+
+def kb_gold_documents(path: Path = KB_QRELS) -> dict[str, set[str]]:
+    """query id -> relevant document ids (the qrels name chunks, `<document_id>#<hash>`)."""
+    gold: dict[str, set[str]] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if int(row["score"]) > 0:
+                gold.setdefault(row["query-id"], set()).add(row["corpus-id"].split("#", 1)[0])
+    return gold
+
+
+def kb_questions(split: str, limit: int | None) -> list[ReportQuestion]:
+    gold = kb_gold_documents() if KB_QRELS.is_file() else {}
+    questions = load_questions(split)  # type: ignore[arg-type]
+    return [
+        ReportQuestion(
+            id=q.id,
+            text=q.text,
+            mode=q.mode,
+            type=q.type,
+            answerable=q.answerable,
+            previous_turn=q.previous_turn,
+            gold_documents=tuple(sorted(gold.get(q.id, ()))),
+        )
+        for q in questions[:limit]
+    ]
+
+
+def default_wixqa_dir() -> Path:
+    candidates = [os.environ.get("COLBERT_ATT_SHARED_DIR"), REPO.parent / "shared", Path("/work/shared")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "datasets" / "wixqa" / "queries.jsonl").is_file():
+            return Path(candidate) / "datasets" / "wixqa"
+    raise typer.BadParameter("No WixQA folder found under COLBERT_ATT_SHARED_DIR, ../shared or /work/shared.")
+
+
+def wixqa_questions(data: BeirDataset, limit: int) -> list[ReportQuestion]:
+    """The first `limit` judged WixQA questions, in file order; all asked as a client would (customer mode)."""
+    return [
+        ReportQuestion(
+            id=qid,
+            text=text,
+            mode=Mode.CUSTOMER,
+            type="wixqa_expert",
+            answerable=None,
+            gold_documents=tuple(sorted(data.qrels.get(qid, {}))),
+        )
+        for qid, text in list(data.queries.items())[:limit]
+    ]
+
+
+def wixqa_index(data: BeirDataset, encoder: ColBERTAttEncoder, index_dir: Path) -> MultiVectorIndex:
+    """The WixQA corpus as `retriever.evaluate` indexes it (title + text, one document per article), reused from
+    `index_dir` when it loads, and labelled public in memory so that customer mode sees every article."""
+    from retriever.evaluate import build_or_load_index
+
+    try:
+        index = build_or_load_index(data, encoder, index_dir, use_title=True)
+    except (IndexMismatchError, IndexCorruptError) as exc:
+        # Someone else's index: leave it alone and build one in memory.
+        console.print(f"{index_dir} cannot be reused ({exc}); indexing the corpus in memory.")
+        index = build_or_load_index(data, encoder, None, use_title=True)
+    for document_id in index.document_ids():
+        if document_id in data.corpus:
+            document = data.corpus[document_id]
+            index.update_metadata(
+                document_id, {"document_id": document_id, "title": document.title, "audience": "public"}
+            )
+    return index
+
+
+# ---- asking and judging ---------------------------------------------------------------------------------------
+
+
+def ask(assistant: Assistant, question: ReportQuestion) -> AssistantAnswer:
+    """The answer to one question; a follow-up is asked after its previous turn, in the same session."""
+    session_id = f"grounding-report-{question.id}"
+    assistant.reset(session_id)
+    try:
+        if question.previous_turn:
+            assistant.answer(question.previous_turn, session_id=session_id, mode=question.mode)
+        return assistant.answer(question.text, session_id=session_id, mode=question.mode)
+    finally:
+        assistant.reset(session_id)
+
+
+def judge_answer(judge: GroundingJudge, answer: AssistantAnswer) -> GroundingReport | None:
+    """The grounding report of an answered turn (None for an abstention): claims against the cited passages, and
+    for `supported` also against every passage the model was shown."""
+    if answer.abstained or not answer.text.strip():
+        return None
+    return judge.judge(
+        answer.text,
+        cited={c.number: c.text for c in answer.citations},
+        retrieved=[s.text for s in answer.sources if s.text.strip()],
+    )
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def row_for(question: ReportQuestion, answer: AssistantAnswer, report: GroundingReport | None, judge_ms: float) -> dict:
+    cited_docs = list(dict.fromkeys(c.document_id for c in answer.citations))
+    gold = list(question.gold_documents)
+    return {
+        "id": question.id,
+        "type": question.type,
+        "mode": question.mode.value,
+        "answerable": question.answerable,
+        "question": question.text,
+        "previous_turn": question.previous_turn,
+        "standalone_question": answer.standalone_question,
+        "abstained": answer.abstained,
+        "abstain_reason": answer.abstain_reason,
+        "abstention_correct": abstention_correct(answer.abstained, question.answerable),
+        "answer": answer.text,
+        "citations": [
+            {"number": c.number, "document_id": c.document_id, "node_id": c.node_id, "section": c.section}
+            for c in answer.citations
+        ],
+        "cited_docs": cited_docs,
+        "shown_docs": list(dict.fromkeys(s.document_id for s in answer.sources)),
+        "gold_docs": gold,
+        "cited_gold": bool(set(cited_docs) & set(gold)) if cited_docs and gold else None,
+        "claims": [
+            {
+                "text": claim.text,
+                "cited": claim.cited_numbers,
+                "support": round(claim.support_any, 4),
+                "support_cited": round(claim.support_cited, 4),
+                "supported": claim.supported,
+                "supported_by_citations": claim.supported_by_citations,
+                "contradicted": claim.contradicted,
+                "reasons": claim.reasons,
+            }
+            for claim in (report.claims if report else [])
+        ],
+        "skipped_sentences": len(report.skipped) if report else 0,
+        "citation_recall": _round(report.citation_recall) if report else None,
+        "citation_precision": _round(report.citation_precision) if report else None,
+        "unsupported_rate": _round(report.unsupported_rate) if report else None,
+        "answer_support": _round(report.answer_support) if report else None,
+        "contradicted_claims": report.contradicted_claims if report else 0,
+        "supported": report.supported if report else None,
+        "strictly_supported": report.strictly_supported if report else None,
+        "assistant_ms": _round(answer.timings_ms.get("total"), 1),
+        "judge_ms": round(judge_ms, 1),
+    }
+
+
+# ---- totals ---------------------------------------------------------------------------------------------------
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(float(np.mean(present)), 4) if present else None
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 4) if flags else None
+
+
+def grounding_totals(rows: Sequence[dict]) -> dict:
+    """Grounding of the answered questions among `rows` (abstentions have nothing to judge)."""
+    answered = [r for r in rows if not r["abstained"]]
+    claims = [c for r in answered for c in r["claims"]]
+    return {
+        "n_questions": len(rows),
+        "n_answered": len(answered),
+        "n_claims": len(claims),
+        "citation_recall": _mean([r["citation_recall"] for r in answered]),
+        "citation_precision": _mean([r["citation_precision"] for r in answered]),
+        "unsupported_claim_rate": _share([not c["supported"] for c in claims]),
+        "unsupported_rate_per_answer": _mean([r["unsupported_rate"] for r in answered]),
+        "contradicted_claim_rate": _share([c["contradicted"] for c in claims]),
+        "supported": _share([bool(r["supported"]) for r in answered]),
+        "strictly_supported": _share([bool(r["strictly_supported"]) for r in answered]),
+        "answers_without_claims": sum(not r["claims"] for r in answered),
+        "cited_gold": _share([r["cited_gold"] for r in answered if r["cited_gold"] is not None]),
+    }
+
+
+def summarise(rows: Sequence[dict]) -> dict:
+    totals = {"all": grounding_totals(rows)}
+    labelled = [r for r in rows if r["answerable"] is not None]
+    if labelled:
+        answerable = [r for r in labelled if r["answerable"]]
+        unanswerable = [r for r in labelled if not r["answerable"]]
+        totals["answerable"] = grounding_totals(answerable)
+        totals["unanswerable"] = grounding_totals(unanswerable)
+        totals["abstention"] = {
+            "accuracy_answerable": _share([bool(r["abstention_correct"]) for r in answerable]),  # answered
+            "accuracy_unanswerable": _share([bool(r["abstention_correct"]) for r in unanswerable]),  # abstained
+            "accuracy_all": _share([bool(r["abstention_correct"]) for r in labelled]),
+            "n_answerable": len(answerable),
+            "n_unanswerable": len(unanswerable),
+        }
+    reasons: dict[str, int] = {}
+    for row in rows:
+        if row["abstained"]:
+            reasons[row["abstain_reason"]] = reasons.get(row["abstain_reason"], 0) + 1
+    totals["abstain_reasons"] = reasons
+    return totals
+
+
+# ---- plot -----------------------------------------------------------------------------------------------------
+
+
+def plot_support(rows: Sequence[dict], threshold: float, path: Path, title: str) -> None:
+    """Histogram of claim support (support_any) over answered questions, split by answerability when known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: list[tuple[str, list[float]]]
+    if any(r["answerable"] is not None for r in rows):
+        groups = [
+            (label, [c["support"] for r in rows if r["answerable"] is flag and not r["abstained"] for c in r["claims"]])
+            for label, flag in (("answerable questions", True), ("unanswerable questions", False))
+        ]
+    else:
+        groups = [("all questions (no answerability label)", [c["support"] for r in rows for c in r["claims"]])]
+    bins = np.linspace(0.0, 1.0, 21)
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for (label, values), colour in zip(groups, ("tab:blue", "tab:red"), strict=False):
+        if values:
+            axes.hist(values, bins=bins, alpha=0.6, color=colour, label=f"{label}: {len(values)} claims")
+        else:
+            axes.plot([], [], color=colour, label=f"{label}: no answered claims")
+    axes.axvline(threshold, color="black", linestyle="--", label=f"claim threshold {threshold:.3f}")
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("claim support (calibrated probability, best over citations and shown sources)")
+    axes.set_ylabel("claims")
+    axes.set_title(title)
+    axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# ---- markdown -------------------------------------------------------------------------------------------------
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def markdown_body(result: dict) -> list[str]:
+    totals = result["totals"]
+    groups = [g for g in ("all", "answerable", "unanswerable") if g in totals]
+    load_start, load_end = result["load_average_start"], result["load_average_end"]
+    body = [
+        f"- questions: {result['questions']}"
+        + (f" ({result['split']} split)" if result["questions"] == "kb" else f" (first {result['n_questions']})")
+        + f", {result['n_questions']} asked; LLM {result['llm']}; index {result['index']}; top_k {result['top_k']}; "
+        f"abstention gate {result['min_score_to_answer']}",
+        f"- judge: claim threshold {result['judge']['threshold']:.3f}, answer threshold "
+        f"{result['judge']['answer_threshold']:.3f}; claims are judged against their citations and every shown source",
+        f"- load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in load_start)}, at end "
+        f"{'/'.join(f'{x:.2f}' for x in load_end)} ({os.cpu_count()} cores); wall time "
+        f"{result['wall_seconds'] / 60:.1f} min; peak RSS {result['peak_rss_mib']} MiB"
+        + (
+            f"; {result['rows_from_checkpoint']} questions were answered by an interrupted run (from its checkpoint)"
+            if result.get("rows_from_checkpoint")
+            else ""
+        ),
+        f"- plot of claim support: `{result['plot']}`",
+        "",
+        "| answered questions | " + " | ".join(groups) + " |",
+        "|---|" + "---|" * len(groups),
+    ]
+    lines = [
+        ("questions / answered", lambda t: f"{t['n_questions']} / {t['n_answered']}"),
+        ("claims judged", lambda t: str(t["n_claims"])),
+        ("mean citation recall", lambda t: _number(t["citation_recall"])),
+        ("mean citation precision", lambda t: _number(t["citation_precision"])),
+        ("unsupported claims", lambda t: _percent(t["unsupported_claim_rate"])),
+        ("contradicted claims", lambda t: _percent(t["contradicted_claim_rate"])),
+        ("answers judged supported", lambda t: _percent(t["supported"])),
+        ("answers strictly supported", lambda t: _percent(t["strictly_supported"])),
+        ("answers citing a gold document", lambda t: _percent(t["cited_gold"])),
+    ]
+    for name, cell in lines:
+        body.append(f"| {name} | " + " | ".join(cell(totals[g]) for g in groups) + " |")
+    if "abstention" in totals:
+        abstention = totals["abstention"]
+        body += [
+            "",
+            f"- abstention accuracy: answerable {_percent(abstention['accuracy_answerable'])} answered "
+            f"(n={abstention['n_answerable']}), unanswerable {_percent(abstention['accuracy_unanswerable'])} "
+            f"declined (n={abstention['n_unanswerable']})",
+        ]
+    else:
+        body += ["", "- abstention accuracy: not reported (no unanswerable label)"]
+    reasons = totals["abstain_reasons"]
+    body.append("- abstain reasons: " + (", ".join(f"{k} {v}" for k, v in reasons.items()) or "none"))
+    unsupported = [(r, c) for r in result["rows"] for c in r["claims"] if not c["supported"]]
+    body += ["", f"<details><summary>unsupported claims ({len(unsupported)})</summary>", ""]
+    body += ["| question | answerable | support | claim | reason |", "|---|---|---|---|---|"]
+    for row, claim in unsupported:
+        text = claim["text"] if len(claim["text"]) <= CLAIM_CHARS else claim["text"][: CLAIM_CHARS - 1] + "…"
+        reason = "; ".join(claim["reasons"])
+        answerable = "–" if row["answerable"] is None else ("yes" if row["answerable"] else "no")
+        body.append(
+            f"| {row['id']} | {answerable} | {claim['support']:.3f} | {text.replace('|', '/')} | "
+            f"{reason.replace('|', '/')} |"
+        )
+    body += ["", "</details>"]
+    return body
+
+
+# ---- command --------------------------------------------------------------------------------------------------
+
+
+def main(
+    questions: Annotated[QuestionSet, typer.Option(help="kb: the labelled knowledge-base questions; wixqa.")] = (
+        QuestionSet.KB
+    ),
+    split: Annotated[str, typer.Option(help="kb only: held_out (reported), calibration or all.")] = "held_out",
+    limit: Annotated[
+        int | None, typer.Option(min=1, help=f"Only the first N questions (wixqa: {WIXQA_DEFAULT_LIMIT} by default).")
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option(help="Folder of the results JSON and plot; RESULTS.md is in its parent.")
+    ] = BENCHMARKS_DIR / "results",
+    record: Annotated[bool, typer.Option(help="Write the results JSON, the plot and a RESULTS.md section.")] = True,
+    wixqa_dir: Annotated[Path | None, typer.Option(help="The WixQA BEIR folder (default: shared datasets).")] = None,
+    wixqa_index_dir: Annotated[Path, typer.Option(help="Reuse / keep the WixQA index here.")] = WIXQA_INDEX_DIR,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Append each question's row here (JSON lines) and skip the questions already in it."),
+    ] = None,
+) -> None:
+    if split not in ("held_out", "calibration", "all"):
+        raise typer.BadParameter(f"split must be held_out, calibration or all, not {split!r}.")
+    faulthandler.enable()  # a crash in llama.cpp or torch leaves a traceback in the log
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("retriever.encoder").setLevel(logging.ERROR)  # long questions are truncated by design
+    header = run_header("python -m grounding.report " + " ".join(sys.argv[1:]))
+    load_start = os.getloadavg()
+    settings = AssistantSettings.load()
+    encoder = ColBERTAttEncoder(EncoderSettings(num_threads=2))
+    judge = GroundingJudge.load_default(encoder=encoder)
+
+    if questions is QuestionSet.KB:
+        console.print(f"Building the assistant (index {settings.retrieval.index_dir})")
+        assistant = Assistant.from_settings(settings, encoder=encoder, show_progress=True)
+        asked = kb_questions(split, limit)
+        index_name = settings.retrieval.index_dir
+    else:
+        folder = wixqa_dir or default_wixqa_dir()
+        data = BeirDataset.load(folder, "test")
+        index = wixqa_index(data, encoder, wixqa_index_dir)
+        assistant = Assistant(index, ChatModel.from_settings(settings.llm), settings)
+        asked = wixqa_questions(data, limit or WIXQA_DEFAULT_LIMIT)
+        index_name = f"{wixqa_index_dir} ({folder})"
+
+    done = load_checkpoint(checkpoint, {q.id for q in asked})
+    rows: list[dict] = []
+    started = time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("Asking", total=len(asked))
+        for question in asked:
+            if question.id in done:
+                rows.append(done[question.id])
+                progress.advance(task)
+                continue
+            progress.update(task, description=f"Asking {question.id}")
+            answer = ask(assistant, question)
+            judged_at = time.perf_counter()
+            report = judge_answer(judge, answer)
+            row = row_for(question, answer, report, (time.perf_counter() - judged_at) * 1000)
+            rows.append(row)
+            if checkpoint is not None:
+                with checkpoint.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(row) + "\n")
+            if row["abstained"]:
+                outcome = f"abstained ({row['abstain_reason']})"
+            else:
+                outcome = (
+                    f"answered, {len(row['claims'])} claims, {sum(not c['supported'] for c in row['claims'])} "
+                    f"unsupported, recall {_number(row['citation_recall'])}, supported {row['supported']}"
+                )
+            label = ", unanswerable" if question.answerable is False and question.type != "unanswerable" else ""
+            progress.console.print(f"{question.id} [{question.type}{label}] {outcome}", markup=False, highlight=False)
+            progress.advance(task)
+    wall_seconds = time.perf_counter() - started
+
+    totals = summarise(rows)
+    date = header["date"][:10]
+    plot_path = output_dir / f"grounding_report_{questions.value}_{date}.png"
+    result = {
+        **header,
+        "questions": questions.value,
+        "split": split if questions is QuestionSet.KB else "test",
+        "limit": limit if questions is QuestionSet.KB else (limit or WIXQA_DEFAULT_LIMIT),
+        "n_questions": len(rows),
+        "llm": assistant.chat_model.name,
+        "index": index_name,
+        "top_k": settings.retrieval.top_k,
+        "min_score_to_answer": assistant.min_score_to_answer,
+        "judge": {
+            "threshold": judge.calibration.threshold,
+            "answer_threshold": judge.calibration.answer_threshold,
+            "encoder": judge.calibration.encoder,
+        },
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "wall_seconds": round(wall_seconds, 1),
+        "rows_from_checkpoint": len(done),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "plot": _display_path(plot_path),
+        "totals": totals,
+        "rows": rows,
+    }
+    body = markdown_body(result)
+    if record:
+        plot_support(
+            rows,
+            judge.calibration.threshold,
+            plot_path,
+            f"Claim support, {questions.value}"
+            + (f" {split}" if questions is QuestionSet.KB else f" (first {len(rows)})")
+            + f", {date}",
+        )
+        name = f"grounding-report-{questions.value}" + (
+            f"-{split.replace('_', '-')}" if questions is QuestionSet.KB else ""
+        )
+        title = f"grounding report: {questions.value}" + (
+            f" {split} questions ({len(rows)})" if questions is QuestionSet.KB else f" questions ({len(rows)})"
+        )
+        path = record_run(name, title, result, body, directory=output_dir.parent)
+        if path.parent.resolve() != output_dir.resolve():  # record_run writes into <directory>/results
+            output_dir.mkdir(parents=True, exist_ok=True)
+            path = path.replace(output_dir / path.name)
+        console.print(f"Wrote {path}, {plot_path} and a section of {output_dir.parent / 'RESULTS.md'}")
+    print("\n".join(_summary_lines(body)))
+
+
+def load_checkpoint(path: Path | None, wanted: set[str]) -> dict[str, dict]:
+    """Rows of an interrupted run (JSON lines) for the questions of this one, by question id."""
+    if path is None or not path.is_file():
+        return {}
+    rows = {}
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                if row.get("id") in wanted:
+                    rows[row["id"]] = row
+    if rows:
+        console.print(f"Resuming: {len(rows)} questions already answered and judged in {path}")
+    return rows
+
+
+def _summary_lines(body: list[str]) -> list[str]:
+    """The markdown body without the long list of unsupported claims."""
+    cut = next((i for i, line in enumerate(body) if line.startswith("<details>")), len(body))
+    return body[:cut]
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    typer.run(main)
