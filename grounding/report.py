@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -421,6 +422,7 @@ def main(
     if split not in ("held_out", "calibration", "all"):
         raise typer.BadParameter(f"split must be held_out, calibration or all, not {split!r}.")
     faulthandler.enable()  # a crash in llama.cpp or torch leaves a traceback in the log
+    faulthandler.register(signal.SIGTERM, chain=True)  # and so does being terminated
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("retriever.encoder").setLevel(logging.ERROR)  # long questions are truncated by design
     header = run_header("python -m grounding.report " + " ".join(sys.argv[1:]))
