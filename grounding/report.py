@@ -1,7 +1,7 @@
 """The grounding report (issue #7): run the assistant over a question set and judge every answer it gives.
 
     python -m grounding.report [--questions kb|wixqa] [--split held_out] [--limit N] \
-        [--output-dir benchmarks/results] [--no-record]
+        [--output-dir benchmarks/results] [--no-record] [--checkpoint rows.jsonl]
 
 - `kb` (default): the knowledge base's labelled questions of one split (`held_out` by default), each asked in its
   own mode; a follow-up is asked after its previous turn, in the same session.
@@ -13,7 +13,9 @@
 Every answered question is judged against its cited passages and all the passages shown to the model. The results
 JSON (every question, with per-claim verdicts, and the totals) goes to `<output-dir>/<stamp>-grounding-report-*.json`,
 a histogram of claim support to `<output-dir>/grounding_report_<questions>_<date>.png`, and a dated section to
-the RESULTS.md in the output folder's parent (`retriever.results_log.record_run`).
+the RESULTS.md in the output folder's parent (`retriever.results_log.record_run`). With `--checkpoint`, each
+question's row is appended to that file as it is judged, and a rerun skips the questions already there: a run of
+the local LLM over 90 questions takes 10 to 70 minutes on a busy 2-core machine and may be interrupted.
 """
 
 from __future__ import annotations
@@ -442,7 +444,7 @@ def main(
         index = wixqa_index(data, encoder, wixqa_index_dir)
         assistant = Assistant(index, ChatModel.from_settings(settings.llm), settings)
         asked = wixqa_questions(data, limit or WIXQA_DEFAULT_LIMIT)
-        index_name = f"{wixqa_index_dir} ({folder})"
+        index_name = f"{_display_path(wixqa_index_dir)} ({folder})"
 
     done = load_checkpoint(checkpoint, {q.id for q in asked})
     rows: list[dict] = []
