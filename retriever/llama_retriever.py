@@ -14,7 +14,9 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import InvalidQueryError
-from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.index import DocumentInput
+from retriever.index.backends import AnyIndex, new_index, open_index
+from retriever.index.qdrant_index import QdrantSettings
 from retriever.scoring import ScoringMode
 from retriever.settings import EncoderSettings, IndexSettings
 
@@ -30,7 +32,8 @@ def _node_to_document(node: BaseNode) -> DocumentInput:
 
 
 class ColBERTAttRetriever(BaseRetriever):
-    """Retrieves nodes by ColBERT-Att (or plain MaxSim) late interaction over a `MultiVectorIndex`.
+    """Retrieves nodes by ColBERT-Att (or plain MaxSim) late interaction over a `MultiVectorIndex` (local FAISS or
+    compressed storage) or a `QdrantMultiVectorIndex` (Qdrant candidates, the same exact re-ranking).
 
     Each `NodeWithScore.score` is the normalised score in [0, 1]; the raw score is in the node's metadata
     under `colbert_att_raw_score`.
@@ -38,7 +41,7 @@ class ColBERTAttRetriever(BaseRetriever):
 
     def __init__(
         self,
-        index: MultiVectorIndex,
+        index: AnyIndex,
         similarity_top_k: int = 10,
         filters: MetadataFilters | None = None,
         scoring: ScoringMode | str = ScoringMode.COLBERT_ATT,
@@ -61,15 +64,19 @@ class ColBERTAttRetriever(BaseRetriever):
         encoder: ColBERTAttEncoder | None = None,
         encoder_settings: EncoderSettings | None = None,
         index_settings: IndexSettings | None = None,
+        qdrant: QdrantSettings | None = None,
         **kwargs: Any,
     ) -> ColBERTAttRetriever:
-        """Build from nodes (encoded now) or load from a persisted directory; exactly one of the two."""
+        """Build from nodes (encoded now) or load from a persisted directory; exactly one of the two.
+
+        `qdrant` settings put the nodes in a Qdrant collection instead of the local index.
+        """
         if (nodes is None) == (persist_dir is None):
             raise ValueError("Pass exactly one of nodes=... or persist_dir=....")
         if persist_dir is not None:
             return cls.from_persist_dir(persist_dir, encoder=encoder, **kwargs)
         encoder = encoder or ColBERTAttEncoder(encoder_settings)
-        index = MultiVectorIndex(encoder, index_settings)
+        index = new_index(encoder, index_settings, qdrant)
         index.add([_node_to_document(node) for node in nodes or []])
         return cls(index, **kwargs)
 
@@ -77,7 +84,7 @@ class ColBERTAttRetriever(BaseRetriever):
     def from_persist_dir(
         cls, path: str | Path, encoder: ColBERTAttEncoder | None = None, **kwargs: Any
     ) -> ColBERTAttRetriever:
-        return cls(MultiVectorIndex.load(path, encoder=encoder), **kwargs)
+        return cls(open_index(path, encoder=encoder), **kwargs)
 
     def persist(self, path: str | Path) -> None:
         self.index.persist(path)

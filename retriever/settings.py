@@ -78,12 +78,42 @@ class CandidateSettings(BaseModel):
     exact_below_documents: int = Field(
         default=512, ge=0, description="Collections (or filtered sets) this small are scored exhaustively."
     )
+    centroid_nprobe: int = Field(
+        default=4, ge=1, description="residual_pq storage: centroid lists probed per query token for candidates."
+    )
+
+
+class StorageSettings(BaseModel):
+    """How document token vectors are kept on disk (`retriever/index/compression.py`, `manifest.py`).
+
+    bfloat16: 768 bytes per 384-d token, exact; candidates from a FAISS token index (small collections).
+    residual_pq: ColBERTv2-style nearest k-means centroid + product-quantised residual (2 + pq_subvectors bytes
+    per token); candidates from the centroid lists (PLAID style), final scores from the decoded vectors.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    codec: Literal["bfloat16", "residual_pq"] = "bfloat16"
+    pq_subvectors: int = Field(default=48, ge=1, description="residual_pq: bytes of residual code per token.")
+    centroids: int | None = Field(
+        default=None, ge=16, le=65536, description="residual_pq: k-means centroids; None: about 2*sqrt(tokens)."
+    )
+    training_tokens: int = Field(
+        default=262_144, ge=1024, description="residual_pq: token sample the centroids and codebooks learn from."
+    )
+    prune_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=0.9,
+        description="Drop this fraction of each document's tokens, those with the lowest attention weight A.",
+    )
 
 
 class IndexSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     candidates: CandidateSettings = Field(default_factory=CandidateSettings)
     delta_length_words: float = Field(default=150.0, gt=0, description="l in delta = min(1, doc_len / l).")
     fixed_delta: bool = Field(default=False, description="Use delta = 1 for every document.")

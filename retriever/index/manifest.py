@@ -3,11 +3,24 @@
 Directory layout (generation N, written by `storage.write_generation`):
 
     manifest.json                 IndexManifest below; replaced atomically, last step of every write
-    vectors.gN.npy                bfloat16 bit patterns as int16 (tokens, dim): unit token vectors, in slot order
-    weights.gN.npy                float32 (tokens,): attention weight A of each token
-    token_ids.gN.npy              int32 (tokens,): word-piece ids, for token-level explanations
     documents.gN.jsonl            one line per document: slot, id, n_words, n_tokens, text, metadata
+    weights.gN.npy                (tokens,): attention weight A of each stored token (float32; float16 if compressed)
+    token_ids.gN.npy              (tokens,): word-piece ids, for token-level explanations (int32; uint16 if compressed)
+
+  storage codec bfloat16 (`vector_dtype` "bfloat16"):
+    vectors.gN.npy                bfloat16 bit patterns as int16 (tokens, dim): unit token vectors, in slot order
     faiss.gN.index                FAISS token index (ids are document slots) for candidate generation
+
+  storage codec residual_pq (`vector_dtype` "residual_pq", `compression.py`), about 50 + 4 bytes per token:
+    centroid_ids.gN.npy           uint16 (tokens,): each token's nearest centroid
+    codes.gN.npy                  uint8 (tokens, pq_subvectors): product-quantised residual to that centroid
+    codec_centroids.gN.npy        float32 (centroids, dim)
+    codec_pq.gN.faiss             FAISS ProductQuantizer (the residual codebooks)
+    list_offsets.gN.npy           int64 (centroids + 1,): CSR offsets of the centroid lists
+    list_slots.gN.npy             int32 (pairs,): documents with a token at each centroid (`centroid_candidates.py`)
+
+Token arrays are memory-mapped when loaded, so an index larger than RAM can be searched: only the pages of the
+documents being scored are read.
 
 Why bfloat16 and not float16: both take 2 bytes per value, but this CPU multiplies bfloat16 natively
 (AVX512-BF16: 4 ms for 20 query tokens x 29K candidate tokens) while float16 must first be converted to float32
@@ -55,8 +68,8 @@ class IndexManifest(BaseModel):
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     model: ModelIdentity
     settings: IndexSettings
-    vector_dtype: Literal["bfloat16"] = "bfloat16"
-    faiss_kind: Literal["flat", "ivf"]
+    vector_dtype: Literal["bfloat16", "residual_pq"] = "bfloat16"
+    faiss_kind: Literal["flat", "ivf", "centroid_lists"]
     document_count: int = Field(ge=0)
     token_count: int = Field(ge=0)
     next_slot: int = Field(ge=0)

@@ -20,15 +20,32 @@ from retriever.encoder import ColBERTAttEncoder, EncodedText, ProgressCallback
 from retriever.errors import IndexCorruptError, IndexMismatchError, InvalidDocumentError
 from retriever.filters import metadata_matches
 from retriever.index.candidates import TokenCandidateIndex, choose_kind
+from retriever.index.centroid_candidates import CentroidLists
+from retriever.index.compression import (
+    CompressedTokens,
+    ResidualCodec,
+    centroid_id_dtype,
+    default_centroid_count,
+    prune_by_attention,
+)
 from retriever.index.manifest import MANIFEST_NAME, IndexManifest, ModelIdentity
-from retriever.index.storage import read_document_lines, read_manifest, write_generation
+from retriever.index.storage import (
+    FileWriter,
+    faiss_writer,
+    jsonl_writer,
+    npy_rows_writer,
+    npy_writer,
+    read_document_lines,
+    read_manifest,
+    write_generation,
+)
 from retriever.scoring import CandidateBatch, ScoringMode, score_batch
 from retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
 
 logger = logging.getLogger(__name__)
 
 # Encoder settings that change the stored vectors or weights; the others (batch size, threads) do not.
-_VECTOR_AFFECTING_FIELDS = (
+VECTOR_AFFECTING_FIELDS = (
     "attention_strategy",
     "attention_scaling",
     "attention_temperature",
@@ -50,14 +67,17 @@ class DocumentInput(BaseModel):
 
 @dataclass
 class StoredDocument:
+    """One document's stored tokens: `vectors` (bfloat16 storage) or `compressed` (residual_pq storage)."""
+
     slot: int
     id: str
     text: str
     metadata: dict[str, Any]
     n_words: int
-    vectors: torch.Tensor  # bfloat16 (n, dim), see manifest.py for why not float16
-    weights: np.ndarray  # float32 (n,)
-    token_ids: np.ndarray  # int32 (n,)
+    vectors: torch.Tensor | None  # bfloat16 (n, dim), see manifest.py for why not float16
+    weights: np.ndarray  # (n,) attention weight A of each stored token
+    token_ids: np.ndarray  # (n,) word-piece ids
+    compressed: CompressedTokens | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +103,7 @@ class SearchHit:
     matches: list[TokenMatch] = field(default_factory=list)
 
 
-def _coerce_documents(documents: Iterable[DocumentInput | dict[str, Any]]) -> list[DocumentInput]:
+def coerce_documents(documents: Iterable[DocumentInput | dict[str, Any]]) -> list[DocumentInput]:
     coerced = []
     for position, document in enumerate(documents):
         if isinstance(document, DocumentInput):
@@ -114,7 +134,9 @@ class MultiVectorIndex:
         self._documents: dict[int, StoredDocument] = {}
         self._slot_by_id: dict[str, int] = {}
         self._next_slot = 0
-        self._candidates: TokenCandidateIndex | None = None
+        self._candidates: TokenCandidateIndex | None = None  # bfloat16 storage
+        self._codec: ResidualCodec | None = None  # residual_pq storage
+        self._centroid_lists: CentroidLists | None = None  # residual_pq storage
         self._created_at = datetime.now(UTC)
         self._version = 0  # bumped by every change; keys the filter cache
         self._allowed_cache: dict[str, np.ndarray] = {}
@@ -132,7 +154,13 @@ class MultiVectorIndex:
         return sum(len(d.weights) for d in self._documents.values())
 
     @property
+    def compressed(self) -> bool:
+        return self.settings.storage.codec == "residual_pq"
+
+    @property
     def faiss_kind(self) -> str | None:
+        if self.compressed:
+            return "centroid_lists"
         return None if self._candidates is None else self._candidates.kind
 
     def document_ids(self) -> list[str]:
@@ -154,7 +182,7 @@ class MultiVectorIndex:
         self, documents: Iterable[DocumentInput | dict[str, Any]], progress: ProgressCallback | None = None
     ) -> None:
         """Add new documents. An id already in the index is an error (use `upsert` to replace)."""
-        batch = _coerce_documents(documents)
+        batch = coerce_documents(documents)
         existing = [d.id for d in batch if d.id in self._slot_by_id]
         if existing:
             raise InvalidDocumentError(
@@ -166,7 +194,7 @@ class MultiVectorIndex:
         self, documents: Iterable[DocumentInput | dict[str, Any]], progress: ProgressCallback | None = None
     ) -> None:
         """Add documents, replacing any with the same id."""
-        batch = _coerce_documents(documents)
+        batch = coerce_documents(documents)
         # Encoding may fail on bad input: it happens before anything is changed.
         encoded = self.encoder.encode_documents([d.text for d in batch], progress=progress)
         self._remove([self._slot_by_id[d.id] for d in batch if d.id in self._slot_by_id])
@@ -188,6 +216,10 @@ class MultiVectorIndex:
 
     def _insert(self, batch: list[DocumentInput], encoded: list[EncodedText]) -> None:
         if not batch:
+            return
+        encoded = [pruned_tokens(item, self.settings.storage.prune_fraction) for item in encoded]
+        if self.compressed:
+            self._insert_compressed(batch, encoded)
             return
         slots = np.arange(self._next_slot, self._next_slot + len(batch))
         self._next_slot += len(batch)
@@ -214,6 +246,43 @@ class MultiVectorIndex:
             self._candidates.add(vectors, token_slots)
         self._changed()
 
+    def train_codec(self, sample_vectors: np.ndarray) -> None:
+        """Learn the residual_pq centroids and codebooks (done by the first insert unless called before)."""
+        storage = self.settings.storage
+        n_centroids = storage.centroids or default_centroid_count(len(sample_vectors))
+        rng = np.random.default_rng(1234)
+        if len(sample_vectors) > storage.training_tokens:
+            sample_vectors = sample_vectors[np.sort(rng.choice(len(sample_vectors), storage.training_tokens, False))]
+        self._codec = ResidualCodec.train(sample_vectors, n_centroids, storage.pq_subvectors)
+        self._centroid_lists = CentroidLists.empty(self._codec.n_centroids)
+
+    @property
+    def _compressed_token_id_dtype(self) -> np.dtype:
+        return np.dtype(np.uint16) if len(self.encoder.tokenizer) <= 65536 else np.dtype(np.int32)
+
+    def _insert_compressed(self, batch: list[DocumentInput], encoded: list[EncodedText]) -> None:
+        if self._codec is None:
+            self.train_codec(np.concatenate([item.vectors for item in encoded]))
+        assert self._codec is not None and self._centroid_lists is not None
+        for document, item in zip(batch, encoded, strict=True):
+            slot = self._next_slot
+            self._next_slot += 1
+            compressed = self._codec.encode(item.vectors)
+            self._documents[slot] = StoredDocument(
+                slot=slot,
+                id=document.id,
+                text=document.text,
+                metadata=dict(document.metadata),
+                n_words=item.n_words,
+                vectors=None,
+                weights=item.weights.astype(np.float16),
+                token_ids=item.token_ids.astype(self._compressed_token_id_dtype),
+                compressed=compressed,
+            )
+            self._slot_by_id[document.id] = slot
+            self._centroid_lists.add_document(compressed.centroid_ids, slot)
+        self._changed()
+
     def _remove(self, slots: list[int]) -> None:
         if not slots:
             return
@@ -222,6 +291,8 @@ class MultiVectorIndex:
             del self._slot_by_id[document.id]
         if self._candidates is not None:
             self._candidates.remove(slots)
+        if self._centroid_lists is not None:
+            self._centroid_lists.remove(slots)
         self._changed()
 
     def _rebuild_candidates(self) -> None:
@@ -250,12 +321,33 @@ class MultiVectorIndex:
             )
         return self._allowed_cache[key]
 
+    def _centroid_candidate_slots(
+        self, query: EncodedText, allowed: np.ndarray | None, top_k: int, depth: int
+    ) -> np.ndarray:
+        assert self._codec is not None and self._centroid_lists is not None
+        allowed_mask = None
+        if allowed is not None:
+            allowed_mask = np.zeros(self._next_slot, dtype=bool)
+            allowed_mask[allowed] = True
+        centroid_similarity = np.asarray(query.vectors, dtype=np.float32) @ self._codec.centroids.T
+        nprobe = self.settings.candidates.centroid_nprobe
+        for _ in range(3):
+            slots = self._centroid_lists.candidates(centroid_similarity, nprobe, depth, allowed_mask)
+            if len(slots) >= top_k:
+                return slots
+            nprobe *= 4  # too few documents in the probed lists (a selective filter): look further
+        # Still too few: score the whole allowed set exactly rather than return too few.
+        return self._all_slots() if allowed is None else allowed
+
     def _candidate_slots(self, query: EncodedText, allowed: np.ndarray | None, top_k: int) -> np.ndarray:
         settings = self.settings.candidates
         pool_size = len(self._documents) if allowed is None else len(allowed)
-        if pool_size <= max(settings.exact_below_documents, top_k) or self._candidates is None:
+        generator_missing = self._codec is None if self.compressed else self._candidates is None
+        if pool_size <= max(settings.exact_below_documents, top_k) or generator_missing:
             return self._all_slots() if allowed is None else allowed
         depth = max(settings.rerank_depth, top_k)
+        if self.compressed:
+            return self._centroid_candidate_slots(query, allowed, top_k, depth)
         neighbours = settings.tokens_per_query_token
         for _ in range(3):
             similarities, slots = self._candidates.search(query.vectors, neighbours, allowed)
@@ -282,7 +374,7 @@ class MultiVectorIndex:
         for start in range(0, len(slots), _EXACT_SCORING_CHUNK):
             documents = [self._documents[int(s)] for s in slots[start : start + _EXACT_SCORING_CHUNK]]
             batch = CandidateBatch(
-                vectors=torch.cat([d.vectors for d in documents]),
+                vectors=self._token_vectors(documents),
                 weights=np.concatenate([d.weights for d in documents]),
                 lengths=np.array([len(d.weights) for d in documents]),
                 n_words=np.array([d.n_words for d in documents]),
@@ -304,6 +396,18 @@ class MultiVectorIndex:
             np.concatenate(normals),
             np.concatenate(best_tokens),
             np.concatenate(best_sims),
+        )
+
+    def _token_vectors(self, documents: list[StoredDocument]) -> torch.Tensor:
+        """The documents' token vectors, concatenated: bfloat16 as stored, or decoded float32."""
+        if not self.compressed:
+            return _concatenate_vectors(documents, self.encoder.dim)
+        assert self._codec is not None
+        compressed = [d.compressed for d in documents if d.compressed is not None]
+        return torch.from_numpy(
+            self._codec.decode(
+                np.concatenate([c.centroid_ids for c in compressed]), np.concatenate([c.codes for c in compressed])
+            )
         )
 
     def search(
@@ -372,29 +476,25 @@ class MultiVectorIndex:
                 previous_generation = json.loads((directory / MANIFEST_NAME).read_text()).get("generation", 0)
             except (json.JSONDecodeError, AttributeError):
                 previous_generation = 0
-        if self._candidates is None:
-            self._rebuild_candidates()
-        assert self._candidates is not None
         ordered = [self._documents[s] for s in sorted(self._documents)]
-        dim = self.encoder.dim
-        manifest = IndexManifest(
-            generation=int(previous_generation) + 1,
-            created_at=self._created_at,
-            model=self.model_identity(),
-            settings=self.settings,
-            faiss_kind=self._candidates.kind,
-            document_count=len(ordered),
-            token_count=sum(len(d.weights) for d in ordered),
-            next_slot=self._next_slot,
-            files={},
-        )
-        return write_generation(
-            directory,
-            manifest,
-            vectors=_concatenate_vectors(ordered, dim),
-            weights=np.concatenate([d.weights for d in ordered]) if ordered else np.zeros(0, np.float32),
-            token_ids=np.concatenate([d.token_ids for d in ordered]) if ordered else np.zeros(0, np.int32),
-            document_lines=[
+        token_count = sum(len(d.weights) for d in ordered)
+        if self.compressed:
+            if self._codec is None:
+                raise IndexCorruptError("A residual_pq index with no documents has no codebooks yet; add documents.")
+            writers = self._compressed_writers(ordered, token_count)
+        else:
+            if self._candidates is None:
+                self._rebuild_candidates()
+            assert self._candidates is not None
+            writers = {
+                "vectors": ("npy", npy_writer(_concatenate_vectors(ordered, self.encoder.dim), np.int16)),
+                "weights": ("npy", npy_writer(_concatenate([d.weights for d in ordered], np.float32), np.float32)),
+                "token_ids": ("npy", npy_writer(_concatenate([d.token_ids for d in ordered], np.int32), np.int32)),
+                "faiss": ("index", faiss_writer(self._candidates.index)),
+            }
+        writers["documents"] = (
+            "jsonl",
+            jsonl_writer(
                 {
                     "slot": d.slot,
                     "id": d.id,
@@ -404,9 +504,48 @@ class MultiVectorIndex:
                     "metadata": d.metadata,
                 }
                 for d in ordered
-            ],
-            faiss_index=self._candidates.index,
+            ),
         )
+        manifest = IndexManifest(
+            generation=int(previous_generation) + 1,
+            created_at=self._created_at,
+            model=self.model_identity(),
+            settings=self.settings,
+            vector_dtype=self.settings.storage.codec,
+            faiss_kind=self.faiss_kind or "flat",
+            document_count=len(ordered),
+            token_count=token_count,
+            next_slot=self._next_slot,
+            files={},
+        )
+        return write_generation(directory, manifest, writers)
+
+    def _compressed_writers(self, ordered: list[StoredDocument], token_count: int) -> dict[str, tuple[str, FileWriter]]:
+        """Token arrays are written document by document through memory maps: persisting an index loaded from
+        disk never holds all of its codes in RAM."""
+        assert self._codec is not None and self._centroid_lists is not None
+        codec = self._codec
+        offsets, list_slots = self._centroid_lists.arrays()
+        token_arrays = {
+            "centroid_ids": (centroid_id_dtype(codec.n_centroids), ()),
+            "codes": (np.dtype(np.uint8), (int(codec.product_quantizer.code_size),)),
+            "weights": (np.dtype(np.float16), ()),
+            "token_ids": (self._compressed_token_id_dtype, ()),
+        }
+
+        def rows(key: str) -> FileWriter:
+            dtype, tail = token_arrays[key]
+            return npy_rows_writer(lambda: (_token_array(d, key) for d in ordered), token_count, dtype, tail)
+
+        writers: dict[str, tuple[str, FileWriter]] = {
+            "codec_centroids": ("npy", npy_writer(codec.centroids, np.float32)),
+            "codec_pq": ("faiss", codec.write_codebooks),
+            "list_offsets": ("npy", npy_writer(offsets, np.int64)),
+            "list_slots": ("npy", npy_writer(list_slots, np.int32)),
+        }
+        for key in token_arrays:
+            writers[key] = ("npy", rows(key))
+        return writers
 
     @classmethod
     def load(
@@ -430,45 +569,91 @@ class MultiVectorIndex:
         index = cls(encoder, settings)
         index._created_at = manifest.created_at
         index._next_slot = manifest.next_slot
+        files = {key: directory / entry.name for key, entry in manifest.files.items()}
         try:
-            # Copy-on-write memory map: pages are read on demand, and torch can view them without a copy.
-            vector_bits = np.load(directory / manifest.files["vectors"].name, mmap_mode="c")
-            vectors = torch.from_numpy(vector_bits).view(torch.bfloat16)
-            weights = np.load(directory / manifest.files["weights"].name)
-            token_ids = np.load(directory / manifest.files["token_ids"].name)
-            lines = read_document_lines(directory / manifest.files["documents"].name)
-            candidates = TokenCandidateIndex.read(
-                directory / manifest.files["faiss"].name, settings.candidates.ivf_nprobe
-            )
+            lines = read_document_lines(files["documents"])
+            if index.compressed:
+                columns: dict[str, Any] = index._load_compressed(files, manifest.document_count > 0)
+            elif manifest.document_count == 0:
+                columns = {}
+            else:
+                # Copy-on-write memory map: pages are read on demand, and torch can view them without a copy.
+                columns = {
+                    "vectors": torch.from_numpy(np.load(files["vectors"], mmap_mode="c")).view(torch.bfloat16),
+                    "weights": np.load(files["weights"]),
+                    "token_ids": np.load(files["token_ids"]),
+                }
+            if not index.compressed:
+                index._candidates = TokenCandidateIndex.read(files["faiss"], settings.candidates.ivf_nprobe)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise IndexCorruptError(f"{directory}: cannot read index data ({exc}). Rebuild the index.") from exc
-        if tuple(vectors.shape) != (manifest.token_count, manifest.model.dim) or len(lines) != manifest.document_count:
+        lengths = {key: len(column) for key, column in columns.items()}
+        if any(n != manifest.token_count for n in lengths.values()) or len(lines) != manifest.document_count:
             raise IndexCorruptError(
-                f"{directory}: data does not match the manifest ({tuple(vectors.shape)} vectors, "
-                f"{len(lines)} documents; "
-                f"manifest says {manifest.token_count} tokens x {manifest.model.dim}, "
-                f"{manifest.document_count} documents)."
+                f"{directory}: data does not match the manifest (rows per token array {lengths}, {len(lines)} "
+                f"documents; manifest says {manifest.token_count} tokens, {manifest.document_count} documents)."
             )
         offset = 0
         for line in lines:
             end = offset + int(line["n_tokens"])
+            part = {key: column[offset:end] for key, column in columns.items()}
+            compressed = None
+            if index.compressed and part:
+                compressed = CompressedTokens(centroid_ids=part["centroid_ids"], codes=part["codes"])
             document = StoredDocument(
                 slot=int(line["slot"]),
                 id=line["id"],
                 text=line["text"],
                 metadata=line["metadata"],
                 n_words=int(line["n_words"]),
-                vectors=vectors[offset:end],
-                weights=weights[offset:end],
-                token_ids=token_ids[offset:end],
+                vectors=part.get("vectors"),
+                weights=part.get("weights", np.zeros(0, np.float32)),
+                token_ids=part.get("token_ids", np.zeros(0, np.int32)),
+                compressed=compressed,
             )
             index._documents[document.slot] = document
             index._slot_by_id[document.id] = document.slot
             offset = end
-        if offset != manifest.token_count or candidates.ntotal != manifest.token_count:
-            raise IndexCorruptError(f"{directory}: token counts in documents, vectors and FAISS index disagree.")
-        index._candidates = candidates
+        if offset != manifest.token_count:
+            raise IndexCorruptError(f"{directory}: token counts in documents and token arrays disagree.")
+        if index._candidates is not None and index._candidates.ntotal != manifest.token_count:
+            raise IndexCorruptError(f"{directory}: the FAISS index and the token arrays disagree on token counts.")
         return index
+
+    def _load_compressed(self, files: dict[str, Path], has_tokens: bool) -> dict[str, Any]:
+        """Memory-map the compressed token arrays (read-only) and read the codebooks and centroid lists."""
+        self._codec = ResidualCodec.read(files["codec_centroids"], files["codec_pq"])
+        self._centroid_lists = CentroidLists(
+            self._codec.n_centroids, np.load(files["list_offsets"]), np.load(files["list_slots"])
+        )
+        if not has_tokens:  # an empty array cannot be memory-mapped
+            return {}
+        return {key: np.load(files[key], mmap_mode="r") for key in ("centroid_ids", "codes", "weights", "token_ids")}
+
+
+def pruned_tokens(item: EncodedText, fraction: float) -> EncodedText:
+    """The tokens kept after attention-based pruning (all of them when fraction is 0)."""
+    if fraction <= 0:
+        return item
+    keep = prune_by_attention(item.weights, fraction)
+    return EncodedText(
+        vectors=item.vectors[keep],
+        weights=item.weights[keep],
+        token_ids=item.token_ids[keep],
+        n_words=item.n_words,
+        truncated=item.truncated,
+    )
+
+
+def _token_array(document: StoredDocument, key: str) -> np.ndarray:
+    if key in ("codes", "centroid_ids"):
+        assert document.compressed is not None
+        return getattr(document.compressed, key)
+    return getattr(document, key)
+
+
+def _concatenate(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
 
 
 def _concatenate_vectors(documents: list[StoredDocument], dim: int) -> torch.Tensor:
@@ -485,7 +670,7 @@ def _check_compatible(directory: Path, manifest: IndexManifest, encoder: ColBERT
             "Load it with the same model or rebuild the index."
         )
     built: EncoderSettings = manifest.settings.encoder
-    for name in _VECTOR_AFFECTING_FIELDS:
+    for name in VECTOR_AFFECTING_FIELDS:
         if getattr(built, name) != getattr(encoder.settings, name):
             raise IndexMismatchError(
                 f"{directory} was built with {name}={getattr(built, name)!r}, but the encoder uses "

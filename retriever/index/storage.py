@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import faiss
@@ -70,43 +70,58 @@ def read_manifest(directory: Path) -> IndexManifest:
     return manifest
 
 
+FileWriter = Callable[[Path], None]
+
+
+def npy_writer(array: np.ndarray | torch.Tensor, dtype: np.dtype | type) -> FileWriter:
+    if isinstance(array, torch.Tensor):
+        # bfloat16 has no numpy dtype: its bit patterns are saved as int16.
+        array = array.contiguous().view(torch.int16).numpy()
+    return lambda path: np.save(path, np.ascontiguousarray(array, dtype=dtype))
+
+
+def npy_rows_writer(
+    chunks: Callable[[], Iterable[np.ndarray]], n_rows: int, dtype: np.dtype, tail: tuple
+) -> FileWriter:
+    """Write an .npy of `n_rows` rows chunk by chunk through a memory map: no whole-collection array in RAM."""
+
+    def write(path: Path) -> None:
+        target = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, *tail))
+        row = 0
+        for chunk in chunks():
+            target[row : row + len(chunk)] = chunk
+            row += len(chunk)
+        if row != n_rows:
+            raise IndexCorruptError(f"{path}: wrote {row} rows, expected {n_rows}.")
+        target.flush()
+        del target
+
+    return write
+
+
+def jsonl_writer(lines: Iterable[dict]) -> FileWriter:
+    def write(path: Path) -> None:
+        with path.open("w", encoding="utf-8") as handle:
+            for line in lines:
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    return write
+
+
+def faiss_writer(index: faiss.Index) -> FileWriter:
+    return lambda path: faiss.write_index(index, str(path))
+
+
 def write_generation(
-    directory: Path,
-    manifest_without_files: IndexManifest,
-    vectors: torch.Tensor,
-    weights: np.ndarray,
-    token_ids: np.ndarray,
-    document_lines: list[dict],
-    faiss_index: faiss.Index,
+    directory: Path, manifest_without_files: IndexManifest, writers: dict[str, tuple[str, FileWriter]]
 ) -> IndexManifest:
-    """Write one complete generation, then switch the manifest to it, then remove older generations."""
+    """Write one complete generation (one file per `writers` key: extension, writer), then switch the manifest
+    to it, then remove older generations."""
     directory.mkdir(parents=True, exist_ok=True)
     generation = manifest_without_files.generation
     files = {
-        "vectors": _write_file(
-            generation_file(directory, "vectors", generation, "npy"),
-            # bfloat16 has no numpy dtype: its bit patterns are saved as int16.
-            lambda p: np.save(p, vectors.contiguous().view(torch.int16).numpy()),
-        ),
-        "weights": _write_file(
-            generation_file(directory, "weights", generation, "npy"),
-            lambda p: np.save(p, np.ascontiguousarray(weights, dtype=np.float32)),
-        ),
-        "token_ids": _write_file(
-            generation_file(directory, "token_ids", generation, "npy"),
-            lambda p: np.save(p, np.ascontiguousarray(token_ids, dtype=np.int32)),
-        ),
-        "documents": _write_file(
-            generation_file(directory, "documents", generation, "jsonl"),
-            lambda p: p.write_text(
-                "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in document_lines),
-                encoding="utf-8",
-            ),
-        ),
-        "faiss": _write_file(
-            generation_file(directory, "faiss", generation, "index"),
-            lambda p: faiss.write_index(faiss_index, str(p)),
-        ),
+        key: _write_file(generation_file(directory, key, generation, extension), writer)
+        for key, (extension, writer) in writers.items()
     }
     manifest = manifest_without_files.model_copy(update={"files": files})
     temporary = directory / f"{MANIFEST_NAME}.tmp"

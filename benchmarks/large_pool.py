@@ -1,0 +1,218 @@
+"""A pool of >= 100,000 real passages (SciFact's corpus plus every passage of ../shared/training/), indexed with
+compressed storage in bounded memory, then searched with SciFact's test queries from a fresh process.
+
+    python benchmarks/large_pool.py build --index-dir indexes/pool      # resumable: rerun to continue
+    python benchmarks/large_pool.py search --index-dir indexes/pool
+
+Training passages longer than 128 word pieces are cut at sentence boundaries (LlamaIndex SentenceSplitter with the
+encoder's own tokenizer) into passages of at most 128 word pieces, the size a retailer's chunker would give; the
+SciFact abstracts are kept whole (as in the 5K runs) so that their qrels stay valid. The training passages are
+distractors for SciFact's queries: nDCG@10 here is SciFact test in a 20x larger haystack.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import resource
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from llama_index.core.node_parser import SentenceSplitter
+from ranx import Qrels, Run, evaluate
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn, track
+
+from retriever.beir import BeirDataset
+from retriever.encoder import ColBERTAttEncoder
+from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.index.streaming_build import build_compressed_index
+from retriever.results_log import record_run, run_header
+from retriever.settings import CandidateSettings, EncoderSettings, IndexSettings, StorageSettings
+
+app = typer.Typer(help=__doc__)
+TRAINING = Path("../shared/training")
+SCIFACT = Path("../shared/datasets/scifact")
+PAIR_FILES = ("covid_faq", "covid_qa_paragraphs", "medquad", "nq_qed_dev", "nq_qed_train")
+SQUAD_PASSAGES = ("squad_v1.1_dev.passages", "squad_v1.1_train.passages")
+CHUNK_WORD_PIECES = 128
+
+
+def _training_passages(training: Path) -> Iterator[tuple[str, str]]:
+    """(source, text) of every distinct passage, positives and negatives, in a fixed order."""
+    seen: set[str] = set()
+    for name in PAIR_FILES:
+        with gzip.open(training / f"{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
+            for line in handle:
+                row = json.loads(line)
+                for text in [row["positive"], *row.get("negatives", [])]:
+                    if text not in seen:
+                        seen.add(text)
+                        yield name, text
+    for name in SQUAD_PASSAGES:
+        with gzip.open(training / f"{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
+            for line in handle:
+                text = json.loads(line)["text"]
+                if text not in seen:
+                    seen.add(text)
+                    yield name, text
+
+
+def pool_documents(encoder: ColBERTAttEncoder, training: Path, scifact: Path) -> Iterator[DocumentInput]:
+    data = BeirDataset.load(scifact, "test")
+    for document in data.corpus.values():
+        yield DocumentInput(id=f"scifact:{document.id}", text=document.full_text, metadata={"source": "scifact"})
+    splitter = SentenceSplitter(
+        chunk_size=CHUNK_WORD_PIECES, chunk_overlap=0, tokenizer=encoder.tokenizer.tokenize, include_metadata=False
+    )
+    for source, text in _training_passages(training):
+        for number, chunk in enumerate(splitter.split_text(text)):
+            if chunk.strip():
+                key = hashlib.sha1(text.encode()).hexdigest()[:16]
+                yield DocumentInput(id=f"{source}:{key}:{number}", text=chunk, metadata={"source": source})
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@app.command()
+def count(training: Path = TRAINING, scifact: Path = SCIFACT) -> None:
+    """How many passages the pool has (no encoding)."""
+    encoder = ColBERTAttEncoder(EncoderSettings())
+    n = sum(1 for _ in pool_documents(encoder, training, scifact))
+    print(n)
+
+
+@app.command()
+def build(
+    index_dir: Annotated[Path, typer.Option()] = Path("indexes/pool"),
+    training: Path = TRAINING,
+    scifact: Path = SCIFACT,
+    centroids: Annotated[int, typer.Option(help="k-means centroids (about 2*sqrt(tokens)).")] = 8192,
+    prune_fraction: Annotated[float, typer.Option()] = 0.0,
+    threads: Annotated[int, typer.Option()] = 2,
+    total: Annotated[int | None, typer.Option(help="Pool size if known (for the progress bar).")] = None,
+) -> None:
+    """Stream-build the pool index (resumes an interrupted build in the same directory)."""
+    encoder = ColBERTAttEncoder(EncoderSettings(num_threads=threads))
+    settings = IndexSettings(
+        encoder=encoder.settings,
+        storage=StorageSettings(codec="residual_pq", centroids=centroids, prune_fraction=prune_fraction),
+    )
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]pool"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
+    ) as progress:
+        task = progress.add_task("encode", total=total)
+        manifest = build_compressed_index(
+            pool_documents(encoder, training, scifact),
+            index_dir,
+            encoder,
+            settings,
+            batch_documents=512,
+            progress=lambda n: progress.advance(task, n),
+        )
+    seconds = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in index_dir.iterdir() if p.is_file())
+    result = {
+        **run_header(),
+        "documents": manifest.document_count,
+        "tokens": manifest.token_count,
+        "build_seconds_this_run": round(seconds, 1),
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "index_bytes": size,
+        "bytes_per_token": round(size / max(manifest.token_count, 1), 2),
+        "centroids": centroids,
+        "prune_fraction": prune_fraction,
+    }
+    record_run(
+        "large-pool-build",
+        f"large pool build ({manifest.document_count} passages, residual_pq)",
+        result,
+        [
+            f"- {manifest.document_count} passages, {manifest.token_count} tokens; {centroids} centroids, "
+            f"48-byte residual codes, prune fraction {prune_fraction}",
+            f"- build time of this run {seconds:.0f} s ({manifest.document_count / seconds:.1f} passages/s, "
+            f"{manifest.token_count / seconds:.0f} tokens/s if it ran in one go); "
+            f"peak RSS {result['peak_rss_mib']} MiB",
+            f"- on disk {size / 2**20:.1f} MiB = {result['bytes_per_token']} bytes per token (all files)",
+        ],
+    )
+
+
+@app.command()
+def search(
+    index_dir: Annotated[Path, typer.Option()] = Path("indexes/pool"),
+    scifact: Path = SCIFACT,
+    limit: Annotated[int | None, typer.Option(help="Only the first N test queries.")] = None,
+    threads: Annotated[int, typer.Option()] = 2,
+    nprobe: Annotated[int, typer.Option()] = 4,
+    rerank_depth: Annotated[int, typer.Option()] = 64,
+) -> None:
+    """SciFact test queries against the pool: nDCG@10, latency (encoding + search, one at a time), peak RSS."""
+    rss_before = _peak_rss_mib()
+    encoder = ColBERTAttEncoder(EncoderSettings(num_threads=threads))
+    started = time.perf_counter()
+    index = MultiVectorIndex.load(
+        index_dir,
+        encoder=encoder,
+        candidate_settings=CandidateSettings(centroid_nprobe=nprobe, rerank_depth=rerank_depth),
+    )
+    load_seconds = time.perf_counter() - started
+    rss_loaded = _peak_rss_mib()
+    data = BeirDataset.load(scifact, "test")
+    queries = list(data.queries.items())[:limit]
+    qrels = Qrels({q: {f"scifact:{d}": s for d, s in data.qrels[q].items()} for q, _ in queries})
+    rows = {}
+    for mode in ("maxsim", "colbert_att"):
+        runs, latencies = {}, []
+        index.search(queries[0][1], top_k=10, mode=mode)  # warm-up: first-touch of the code paths
+        for query_id, text in track(queries, description=mode):
+            tick = time.perf_counter()
+            hits = index.search(text, top_k=100, mode=mode)
+            latencies.append((time.perf_counter() - tick) * 1000)
+            runs[query_id] = {hit.id: hit.score for hit in hits}
+        ndcg = evaluate(qrels, Run(runs), ["ndcg@10", "recall@100"])
+        rows[mode] = {
+            "ndcg@10": round(100 * ndcg["ndcg@10"], 2),
+            "recall@100": round(100 * ndcg["recall@100"], 2),
+            "p50_ms": round(statistics.median(latencies), 1),
+            "p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        }
+    result = {
+        **run_header(),
+        "documents": len(index),
+        "tokens": index.token_count,
+        "queries": len(queries),
+        "nprobe": nprobe,
+        "rerank_depth": rerank_depth,
+        "load_seconds": round(load_seconds, 1),
+        "peak_rss_mib_before_load": round(rss_before, 1),
+        "peak_rss_mib_after_load": round(rss_loaded, 1),
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "methods": rows,
+    }
+    table = ["", "| method | nDCG@10 | Recall@100 | p50 ms | p95 ms |", "|---|---|---|---|---|"]
+    table += [f"| {m} | {r['ndcg@10']} | {r['recall@100']} | {r['p50_ms']} | {r['p95_ms']} |" for m, r in rows.items()]
+    record_run(
+        "large-pool-search",
+        f"large pool search: scifact test in {len(index)} passages",
+        result,
+        [
+            f"- {len(index)} passages, {index.token_count} tokens, residual_pq, centroid nprobe {nprobe}, "
+            f"re-rank depth {rerank_depth}; {len(queries)} queries, top 100, one query at a time, encoding included",
+            f"- load {load_seconds:.1f} s (memory-mapped); peak RSS {result['peak_rss_mib']} MiB "
+            f"(after load {result['peak_rss_mib_after_load']} MiB)",
+            *table,
+        ],
+    )
+
+
+if __name__ == "__main__":
+    app()

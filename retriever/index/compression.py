@@ -1,0 +1,133 @@
+"""Compressed token vectors: nearest k-means centroid + product-quantised residual (ColBERTv2 style, with FAISS).
+
+A 384-d unit token vector takes 768 bytes as bfloat16. Here it becomes a centroid id (2 bytes) and a residual code
+of `pq_subvectors` bytes (48 by default: 8 dimensions per byte), 50 bytes in all. Decoding adds the residual back
+to the centroid and renormalises, since every score is a cosine. The centroids double as the coarse lists that
+generate candidates (`centroid_candidates.py`), so compression needs no second structure over the tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from retriever.errors import ColBERTAttError
+
+MIN_TRAINING_TOKENS = 1024
+_PQ_BITS = 8  # 256 codewords per sub-vector: one byte per sub-vector code
+
+
+def default_centroid_count(token_count: int) -> int:
+    """About 2 * sqrt(tokens), rounded to a power of two, between 64 and 65,536 (ids fit in uint16)."""
+    target = 2.0 * math.sqrt(max(token_count, 1))
+    return int(min(65536, max(64, 2 ** round(math.log2(target)))))
+
+
+def centroid_id_dtype(n_centroids: int) -> np.dtype:
+    return np.dtype(np.uint16) if n_centroids <= 65536 else np.dtype(np.int32)
+
+
+@dataclass(frozen=True)
+class CompressedTokens:
+    """Codes of n tokens: centroid ids (n,) and residual codes (n, pq_subvectors) uint8."""
+
+    centroid_ids: np.ndarray
+    codes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.centroid_ids)
+
+
+class ResidualCodec:
+    def __init__(self, centroids: np.ndarray, product_quantizer: faiss.ProductQuantizer):
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.product_quantizer = product_quantizer
+        self._assigner = faiss.IndexFlatIP(self.centroids.shape[1])
+        self._assigner.add(self.centroids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    @property
+    def n_centroids(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def bytes_per_token(self) -> int:
+        return int(self.product_quantizer.code_size) + centroid_id_dtype(self.n_centroids).itemsize
+
+    @classmethod
+    def train(
+        cls, sample: np.ndarray, n_centroids: int, pq_subvectors: int, seed: int = 1234, niter: int = 12
+    ) -> ResidualCodec:
+        """Learn centroids and residual codebooks from a sample of unit token vectors (tokens, dim)."""
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        n_tokens, dim = sample.shape
+        if n_tokens < MIN_TRAINING_TOKENS:
+            raise ColBERTAttError(
+                f"residual_pq storage needs at least {MIN_TRAINING_TOKENS} tokens to learn its codebooks, got "
+                f"{n_tokens}. Index more text at once, or use storage codec 'bfloat16' for a collection this small."
+            )
+        if dim % pq_subvectors:
+            raise ColBERTAttError(f"pq_subvectors={pq_subvectors} must divide the vector dimension {dim}.")
+        n_centroids = min(n_centroids, n_tokens // 4)
+        # Spherical k-means: centroids stay on the unit sphere, where the token vectors are.
+        kmeans = faiss.Kmeans(dim, n_centroids, niter=niter, seed=seed, spherical=True, min_points_per_centroid=1)
+        kmeans.train(sample)
+        codec_without_pq = cls(kmeans.centroids, faiss.ProductQuantizer(dim, pq_subvectors, _PQ_BITS))
+        residuals = sample - codec_without_pq.centroids[codec_without_pq.assign(sample)]
+        product_quantizer = faiss.ProductQuantizer(dim, pq_subvectors, _PQ_BITS)
+        product_quantizer.cp.min_points_per_centroid = 1  # small samples are fine for 256 codewords
+        product_quantizer.cp.seed = seed
+        product_quantizer.train(np.ascontiguousarray(residuals))
+        return cls(kmeans.centroids, product_quantizer)
+
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        _, nearest = self._assigner.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        return nearest[:, 0]
+
+    def encode(self, vectors: np.ndarray) -> CompressedTokens:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        nearest = self.assign(vectors)
+        residuals = np.ascontiguousarray(vectors - self.centroids[nearest])
+        return CompressedTokens(
+            centroid_ids=nearest.astype(centroid_id_dtype(self.n_centroids)),
+            codes=self.product_quantizer.compute_codes(residuals),
+        )
+
+    def decode(self, centroid_ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Unit float32 vectors (n, dim) from their codes."""
+        if len(codes) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.centroids[np.asarray(centroid_ids, dtype=np.int64)]
+        vectors += self.product_quantizer.decode(np.ascontiguousarray(codes, dtype=np.uint8))
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    # ---- files ------------------------------------------------------------------------------------------------
+
+    def write_codebooks(self, path: Path) -> None:
+        """The residual codebooks; the centroids are saved as a plain .npy beside them."""
+        faiss.write_ProductQuantizer(self.product_quantizer, str(path))
+
+    @classmethod
+    def read(cls, centroids_path: Path, codebook_path: Path) -> ResidualCodec:
+        return cls(np.load(centroids_path), faiss.read_ProductQuantizer(str(codebook_path)))
+
+
+def prune_by_attention(weights: np.ndarray, fraction: float) -> np.ndarray:
+    """Positions (sorted) of the tokens kept after dropping `fraction` of them with the lowest weight A.
+
+    At least one token is always kept; ties keep the earlier token, so the result is deterministic.
+    """
+    n = len(weights)
+    keep = max(1, n - math.floor(fraction * n + 1e-9))
+    if keep >= n:
+        return np.arange(n)
+    order = np.argsort(-np.asarray(weights, dtype=np.float64), kind="stable")[:keep]
+    return np.sort(order)
