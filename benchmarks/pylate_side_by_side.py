@@ -305,29 +305,51 @@ def run_pylate(args) -> None:
         cached = True
     else:
         cached = False
-        load_build_start = wait_for_quiet(args.max_load, args.max_wait_s)
+        # The encoded corpus is kept on disk, so that a build interrupted in Voyager's add does not re-encode.
+        encode_file, vectors_file = cache / "encode.json", cache / "embeddings.npy"
+        if encode_file.is_file() and vectors_file.is_file():
+            encode = json.loads(encode_file.read_text())
+            flat = np.load(vectors_file)
+            embeddings = np.split(flat, np.cumsum(encode["lengths"])[:-1])
+        else:
+            cache.mkdir(parents=True, exist_ok=True)
+            load_encode_start = wait_for_quiet(args.max_load, args.max_wait_s)
+            started = time.perf_counter()
+            embeddings = model.encode(
+                texts, is_query=False, batch_size=ENCODE_BATCH_SIZE, show_progress_bar=True, convert_to_numpy=True
+            )
+            encode_s = time.perf_counter() - started
+            encode = {
+                "encode_s": round(encode_s, 1),
+                "lengths": [len(e) for e in embeddings],
+                "load_average": {"start": load_encode_start, "end": load_average()},
+            }
+            np.save(vectors_file, np.concatenate(embeddings).astype(np.float32))
+            encode_file.write_text(json.dumps(encode))
+        load_add_start = wait_for_quiet(args.max_load, args.max_wait_s)
         index = indexes.Voyager(override=True, **voyager_args)
-        started = time.perf_counter()
-        embeddings = model.encode(
-            texts, is_query=False, batch_size=ENCODE_BATCH_SIZE, show_progress_bar=True, convert_to_numpy=True
-        )
-        encode_s = time.perf_counter() - started
-        load_after_encode = load_average()
         started = time.perf_counter()
         index.add_documents(documents_ids=ids, documents_embeddings=embeddings)
         add_s = time.perf_counter() - started
+        encode_s = encode["encode_s"]
         build = {
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "documents": len(ids),
-            "tokens": int(sum(len(e) for e in embeddings)),
-            "encode_s": round(encode_s, 1),
+            "tokens": int(sum(encode["lengths"])),
+            "encode_s": encode_s,
             "voyager_add_s": round(add_s, 1),
             "encode_docs_per_s": round(len(ids) / encode_s, 2),
             "docs_per_s": round(len(ids) / (encode_s + add_s), 2),
-            "load_average": {"start": load_build_start, "after_encode": load_after_encode, "end": load_average()},
+            "load_average": {
+                "encode_start": encode["load_average"]["start"],
+                "encode_end": encode["load_average"]["end"],
+                "add_start": load_add_start,
+                "end": load_average(),
+            },
         }
         del embeddings, index
         build_file.write_text(json.dumps(build, indent=2))
+        vectors_file.unlink()
 
     class MappingsCachedVoyager(indexes.Voyager):
         """Voyager with its id mappings read from disk once instead of on every search call."""

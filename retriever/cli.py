@@ -23,8 +23,9 @@ from retriever.beir import iter_corpus
 from retriever.encoder import ColBERTAttEncoder, ProgressCallback
 from retriever.errors import ColBERTAttError
 from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.index.streaming_build import build_compressed_index
 from retriever.scoring import ScoringMode
-from retriever.settings import AttentionStrategy, EncoderSettings, IndexSettings
+from retriever.settings import AttentionStrategy, EncoderSettings, IndexSettings, StorageCodec, StorageSettings
 
 app = typer.Typer(help="ColBERT-Att retrieval: build and search attention-weighted late-interaction indexes.")
 console = Console(stderr=True, soft_wrap=True)
@@ -86,8 +87,17 @@ def build(
     document_max_tokens: Annotated[int, typer.Option(help="Document length in word pieces.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 32,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    codec: Annotated[
+        StorageCodec, typer.Option(help="Token storage: bfloat16 (exact) or residual_pq (50 bytes/token, large sets).")
+    ] = StorageCodec.BFLOAT16,
+    prune_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Drop this fraction of each document's lowest-attention tokens.")
+    ] = 0.0,
 ) -> None:
-    """Encode documents and write (or update in place) an index directory."""
+    """Encode documents and write (or update in place) an index directory.
+
+    A new residual_pq index is built streaming, in bounded memory, and resumes if interrupted (run it again).
+    """
     if (corpus is None) == (folder is None):
         raise typer.BadParameter("Give exactly one of --corpus or --folder.")
     try:
@@ -107,11 +117,26 @@ def build(
             num_threads=threads,
         )
         encoder = ColBERTAttEncoder(settings)
+        storage = StorageSettings(codec=codec, prune_fraction=prune_fraction)
+        if codec == "residual_pq" and not (index_dir / "manifest.json").is_file():
+            with encoding_progress(len(documents), "Encoding documents") as advance:
+                manifest = build_compressed_index(
+                    documents,
+                    index_dir,
+                    encoder,
+                    IndexSettings(encoder=settings, storage=storage),
+                    expected_tokens=sum(len(d.text.split()) for d in documents) * 4 // 3,
+                    progress=advance,
+                )
+            console.print(
+                f"Index {index_dir}: {manifest.document_count} documents, {manifest.token_count} tokens, residual_pq."
+            )
+            return
         if (index_dir / "manifest.json").is_file():
             index = MultiVectorIndex.load(index_dir, encoder=encoder)
             console.print(f"Updating {index_dir} ({len(index)} documents).")
         else:
-            index = MultiVectorIndex(encoder, IndexSettings(encoder=settings))
+            index = MultiVectorIndex(encoder, IndexSettings(encoder=settings, storage=storage))
         # Documents already indexed with the same text and metadata are not encoded again.
         changed = [d for d in documents if d.id not in index or _stored_as(index, d) != (d.text, d.metadata)]
         with encoding_progress(len(changed), "Encoding documents") as advance:
@@ -123,6 +148,30 @@ def build(
     console.print(
         f"Index {index_dir}: {manifest.document_count} documents, {manifest.token_count} tokens, "
         f"FAISS {manifest.faiss_kind}, generation {manifest.generation}."
+    )
+
+
+@app.command()
+def convert(
+    source_dir: Annotated[Path, typer.Option(help="A bfloat16 index.")],
+    index_dir: Annotated[Path, typer.Option(help="Where the converted index is written (a new directory).")],
+    codec: Annotated[StorageCodec, typer.Option(help="Token storage.")] = StorageCodec.RESIDUAL_PQ,
+    prune_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.0,
+) -> None:
+    """Store an index's tokens another way (compressed and/or pruned) without encoding anything again."""
+    try:
+        if (index_dir / "manifest.json").is_file():
+            raise ColBERTAttError(f"{index_dir} already holds an index; convert into a new directory.")
+        source = MultiVectorIndex.load(source_dir)
+        storage = StorageSettings(codec=codec, prune_fraction=prune_fraction)
+        manifest = source.converted(storage).persist(index_dir)
+    except (ColBERTAttError, ValueError) as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(code=2) from exc
+    size = sum(entry.bytes for entry in manifest.files.values())
+    console.print(
+        f"Index {index_dir}: {manifest.document_count} documents, {manifest.token_count} tokens, "
+        f"{manifest.vector_dtype}, {size / max(manifest.token_count, 1):.1f} bytes per token."
     )
 
 

@@ -83,6 +83,11 @@ class CandidateSettings(BaseModel):
     )
 
 
+class StorageCodec(StrEnum):
+    BFLOAT16 = "bfloat16"
+    RESIDUAL_PQ = "residual_pq"
+
+
 class StorageSettings(BaseModel):
     """How document token vectors are kept on disk (`retriever/index/compression.py`, `manifest.py`).
 
@@ -93,7 +98,7 @@ class StorageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    codec: Literal["bfloat16", "residual_pq"] = "bfloat16"
+    codec: StorageCodec = StorageCodec.BFLOAT16
     pq_subvectors: int = Field(default=48, ge=1, description="residual_pq: bytes of residual code per token.")
     centroids: int | None = Field(
         default=None, ge=16, le=65536, description="residual_pq: k-means centroids; None: about 2*sqrt(tokens)."

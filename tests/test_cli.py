@@ -58,3 +58,36 @@ def test_bad_input_exits_with_a_clear_message(tmp_path):
     assert result.exit_code == 2 and "line 2" in result.output
     result = runner.invoke(app, ["build", "--index-dir", str(tmp_path / "idx")])
     assert result.exit_code == 2 and "exactly one of --corpus or --folder" in result.output
+
+
+def test_build_compressed_and_convert(tmp_path, passages):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": p["id"], "title": "", "text": p["text"]}) + "\n" for p in passages))
+    built = runner.invoke(
+        app, ["build", "--corpus", str(corpus), "--index-dir", str(tmp_path / "pq"), "--codec", "residual_pq"]
+    )
+    assert built.exit_code == 0, built.output
+    assert "residual_pq" in built.output
+    manifest = json.loads((tmp_path / "pq" / "manifest.json").read_text())
+    assert manifest["vector_dtype"] == "residual_pq" and manifest["document_count"] == len(passages)
+
+    runner.invoke(app, ["build", "--corpus", str(corpus), "--index-dir", str(tmp_path / "exact"), "--limit", "80"])
+    converted = runner.invoke(
+        app,
+        [
+            "convert",
+            "--source-dir",
+            str(tmp_path / "exact"),
+            "--index-dir",
+            str(tmp_path / "pruned"),
+            "--prune-fraction",
+            "0.25",
+        ],
+    )
+    assert converted.exit_code == 0, converted.output
+    bytes_per_token = float(converted.output.split("residual_pq, ")[1].split(" bytes")[0])
+    assert bytes_per_token < 70
+    refused = runner.invoke(
+        app, ["convert", "--source-dir", str(tmp_path / "pq"), "--index-dir", str(tmp_path / "again")]
+    )
+    assert refused.exit_code == 2 and "bfloat16" in refused.output

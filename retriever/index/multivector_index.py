@@ -17,7 +17,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from retriever.encoder import ColBERTAttEncoder, EncodedText, ProgressCallback
-from retriever.errors import IndexCorruptError, IndexMismatchError, InvalidDocumentError
+from retriever.errors import ColBERTAttError, IndexCorruptError, IndexMismatchError, InvalidDocumentError
 from retriever.filters import metadata_matches
 from retriever.index.candidates import TokenCandidateIndex, choose_kind
 from retriever.index.centroid_candidates import CentroidLists
@@ -40,7 +40,7 @@ from retriever.index.storage import (
     write_generation,
 )
 from retriever.scoring import CandidateBatch, ScoringMode, score_batch
-from retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
+from retriever.settings import CandidateSettings, EncoderSettings, IndexSettings, StorageSettings
 
 logger = logging.getLogger(__name__)
 
@@ -465,6 +465,50 @@ class MultiVectorIndex:
             )
         return hits
 
+    def converted(self, storage: StorageSettings, batch_documents: int = 512) -> MultiVectorIndex:
+        """A copy of this index with its tokens stored another way (compressed, pruned), without re-encoding.
+
+        The source must hold exact bfloat16 vectors: recompressing decoded vectors would add a second error.
+        The residual_pq codebooks learn from a sample of `storage.training_tokens` tokens of the whole collection.
+        """
+        if self.compressed:
+            raise ColBERTAttError("Convert from a bfloat16 index: this one is already compressed.")
+        converted = MultiVectorIndex(self.encoder, self.settings.model_copy(update={"storage": storage}))
+        converted._created_at = self._created_at
+        ordered = [self._documents[s] for s in sorted(self._documents)]
+
+        def stored_tokens(document: StoredDocument) -> EncodedText:
+            assert document.vectors is not None
+            return EncodedText(
+                vectors=document.vectors.float().numpy(),
+                weights=np.asarray(document.weights, dtype=np.float32),
+                token_ids=np.asarray(document.token_ids),
+                n_words=document.n_words,
+                truncated=False,
+            )
+
+        if storage.codec == "residual_pq" and ordered:
+            rng = np.random.default_rng(1234)
+            lengths = np.array([len(d.weights) for d in ordered])
+            # Whole documents drawn at random until the sample is full: an unbiased sample of the collection.
+            chosen, total = [], 0
+            for position in rng.permutation(len(ordered)):
+                chosen.append(position)
+                total += lengths[position]
+                if total >= storage.training_tokens:
+                    break
+            sample = np.concatenate([stored_tokens(ordered[p]).vectors for p in sorted(chosen)])
+            n_centroids = storage.centroids or default_centroid_count(int(lengths.sum()))
+            converted._codec = ResidualCodec.train(sample, n_centroids, storage.pq_subvectors)
+            converted._centroid_lists = CentroidLists.empty(converted._codec.n_centroids)
+        for start in range(0, len(ordered), batch_documents):
+            documents = ordered[start : start + batch_documents]
+            converted._insert(
+                [DocumentInput(id=d.id, text=d.text, metadata=d.metadata) for d in documents],
+                [stored_tokens(d) for d in documents],
+            )
+        return converted
+
     # ---- persistence --------------------------------------------------------------------------------------
 
     def persist(self, directory: str | Path) -> IndexManifest:
@@ -511,7 +555,7 @@ class MultiVectorIndex:
             created_at=self._created_at,
             model=self.model_identity(),
             settings=self.settings,
-            vector_dtype=self.settings.storage.codec,
+            vector_dtype=self.settings.storage.codec.value,
             faiss_kind=self.faiss_kind or "flat",
             document_count=len(ordered),
             token_count=token_count,
