@@ -27,7 +27,7 @@ from retriever.errors import ColBERTAttError
 from retriever.index.centroid_candidates import CentroidLists
 from retriever.index.compression import ResidualCodec, centroid_id_dtype, default_centroid_count, prune_by_attention
 from retriever.index.manifest import MANIFEST_NAME, IndexManifest, ModelIdentity
-from retriever.index.multivector_index import DocumentInput
+from retriever.index.multivector_index import VECTOR_AFFECTING_FIELDS, DocumentInput
 from retriever.index.storage import jsonl_writer, npy_rows_writer, npy_writer, write_generation
 from retriever.settings import IndexSettings
 
@@ -50,7 +50,13 @@ class BuildState(BaseModel):
 
 
 def _settings_digest(settings: IndexSettings, model: ModelIdentity) -> str:
-    payload = settings.model_dump_json(exclude={"candidates"}) + model.model_dump_json()
+    """What the stored tokens depend on: a build may resume with other threads or batch size, not other vectors."""
+    encoder = {name: getattr(settings.encoder, name) for name in VECTOR_AFFECTING_FIELDS}
+    payload = json.dumps(
+        [model.model_dump(), encoder, settings.storage.model_dump(), settings.delta_length_words, settings.fixed_delta],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
