@@ -99,7 +99,8 @@ class StorageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     codec: StorageCodec = StorageCodec.BFLOAT16
-    pq_subvectors: int = Field(default=48, ge=1, description="residual_pq: bytes of residual code per token.")
+    pq_subvectors: int = Field(default=48, ge=1, description="residual_pq: sub-vectors of the residual code.")
+    pq_bits: int = Field(default=8, ge=4, le=12, description="residual_pq: bits per sub-vector code.")
     centroids: int | None = Field(
         default=None, ge=16, le=65536, description="residual_pq: k-means centroids; None: about 2*sqrt(tokens)."
     )

@@ -85,8 +85,12 @@ def test_build_compressed_and_convert(tmp_path, passages):
         ],
     )
     assert converted.exit_code == 0, converted.output
-    bytes_per_token = float(converted.output.split("residual_pq, ")[1].split(" bytes")[0])
-    assert bytes_per_token < 70
+    manifest = json.loads((tmp_path / "pruned" / "manifest.json").read_text())
+    exact = json.loads((tmp_path / "exact" / "manifest.json").read_text())
+    assert 0.7 < manifest["token_count"] / exact["token_count"] < 0.8  # a quarter of the tokens pruned
+    # 48-byte codes per kept token (+ the .npy header); the bfloat16 vectors took 768.
+    assert manifest["files"]["codes"]["bytes"] / manifest["token_count"] < 48.1
+    assert exact["files"]["vectors"]["bytes"] / exact["token_count"] > 768
     refused = runner.invoke(
         app, ["convert", "--source-dir", str(tmp_path / "pq"), "--index-dir", str(tmp_path / "again")]
     )

@@ -1,5 +1,6 @@
 """The chat app's grounding note, with the real bundled encoder and hand-built answers citing real sections of the
-mechanical-watch care guide: a faithful answer gets no note, and one changed figure gets a note naming it."""
+mechanical-watch care guide: a faithful answer gets no note; one changed figure, or a sentence whose own citation
+does not back it, gets a note naming it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from assistant.engine import AssistantAnswer, Citation
 from assistant.settings import Mode
 from grounding import GroundingJudge
-from webapp.grounding_flag import NOTE_PREFIX, grounding_note
+from webapp.grounding_flag import CONTRADICTED_PREFIX, NO_CLAIM_NOTE, NOTE_PREFIX, grounding_note, judge_turn
 
 CARE = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents" / "care"
 QUESTION = "How long does my Corvane 1911 keep running off the wrist, and how do I wind it by hand?"
@@ -75,10 +76,38 @@ def test_a_faithful_cited_answer_gets_no_note(judge, sources):
 def test_a_changed_figure_gets_a_note_naming_that_sentence(judge, sources):
     edited = FAITHFUL.replace("42 hours", "52 hours")
     note = grounding_note(judge, answer(edited, sources))
-    assert note is not None and note.startswith(NOTE_PREFIX)
+    assert note is not None and note.startswith(CONTRADICTED_PREFIX)  # the source says 42: a contradiction
     assert "runs for 52 hours off the wrist" in note
     assert "crown" not in note  # the faithful sentences are not named
     assert "more sentence" not in note
+
+
+def test_each_sentence_is_checked_against_its_own_citation(judge, sources):
+    # The power-reserve sentence now cites the winding section [2]; the power-reserve section [1] is still shown
+    # (and cited by nothing else), so checking against every source would let it pass.
+    miscited = FAITHFUL.replace("off the wrist [1].", "off the wrist [2].")
+    turn = answer(miscited, sources)
+    anywhere = judge.judge(turn.text, {c.number: c.text for c in turn.citations}, [s.text for s in sources])
+    assert anywhere.claims[0].supported  # what the old note relied on
+    report = judge_turn(judge, turn)
+    assert not report.claims[0].supported and report.claims[0].cited_numbers == [2]
+    note = grounding_note(judge, turn)
+    assert note is not None and note.startswith(NOTE_PREFIX) and "42 hours" in note
+    assert "crown" not in note
+
+
+def test_an_uncited_sentence_may_rest_on_any_shown_source(judge, sources):
+    uncited = FAITHFUL.replace(" [1].", ".")  # the power-reserve sentence cites nothing; [1] was shown
+    assert grounding_note(judge, answer(uncited, sources)) is None
+
+
+def test_an_answer_with_nothing_checkable_gets_a_note(judge, sources):
+    empty = "Our care guides cover the power reserve and hand winding of the Corvane 1911 [1][2]."
+    assert grounding_note(judge, answer(empty, sources)) == NO_CLAIM_NOTE
+    # Restating the question is no answer either.
+    restated = "Your Corvane 1911 keeps running off the wrist [1]."
+    assert judge_turn(judge, answer(restated, sources)).no_claims
+    assert grounding_note(judge, answer(restated, sources)) == NO_CLAIM_NOTE
 
 
 def test_an_abstention_gets_no_note(judge, sources):

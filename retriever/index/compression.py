@@ -18,7 +18,6 @@ import numpy as np
 from retriever.errors import ColBERTAttError
 
 MIN_TRAINING_TOKENS = 1024
-_PQ_BITS = 8  # 256 codewords per sub-vector: one byte per sub-vector code
 
 
 def default_centroid_count(token_count: int) -> int:
@@ -63,7 +62,13 @@ class ResidualCodec:
 
     @classmethod
     def train(
-        cls, sample: np.ndarray, n_centroids: int, pq_subvectors: int, seed: int = 1234, niter: int = 12
+        cls,
+        sample: np.ndarray,
+        n_centroids: int,
+        pq_subvectors: int,
+        pq_bits: int = 8,
+        seed: int = 1234,
+        niter: int = 12,
     ) -> ResidualCodec:
         """Learn centroids and residual codebooks from a sample of unit token vectors (tokens, dim)."""
         sample = np.ascontiguousarray(sample, dtype=np.float32)
@@ -79,10 +84,11 @@ class ResidualCodec:
         # Spherical k-means: centroids stay on the unit sphere, where the token vectors are.
         kmeans = faiss.Kmeans(dim, n_centroids, niter=niter, seed=seed, spherical=True, min_points_per_centroid=1)
         kmeans.train(sample)
-        codec_without_pq = cls(kmeans.centroids, faiss.ProductQuantizer(dim, pq_subvectors, _PQ_BITS))
+        codec_without_pq = cls(kmeans.centroids, faiss.ProductQuantizer(dim, pq_subvectors, pq_bits))
         residuals = sample - codec_without_pq.centroids[codec_without_pq.assign(sample)]
-        product_quantizer = faiss.ProductQuantizer(dim, pq_subvectors, _PQ_BITS)
-        product_quantizer.cp.min_points_per_centroid = 1  # small samples are fine for 256 codewords
+        # 2 ** pq_bits codewords per sub-vector; FAISS packs the codes bitwise (8 bits: one byte per sub-vector).
+        product_quantizer = faiss.ProductQuantizer(dim, pq_subvectors, pq_bits)
+        product_quantizer.cp.min_points_per_centroid = 1  # small samples are fine for the codebooks
         product_quantizer.cp.seed = seed
         product_quantizer.train(np.ascontiguousarray(residuals))
         return cls(kmeans.centroids, product_quantizer)

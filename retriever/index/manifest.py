@@ -13,7 +13,7 @@ Directory layout (generation N, written by `storage.write_generation`):
 
   storage codec residual_pq (`vector_dtype` "residual_pq", `compression.py`), about 50 + 4 bytes per token:
     centroid_ids.gN.npy           uint16 (tokens,): each token's nearest centroid
-    codes.gN.npy                  uint8 (tokens, pq_subvectors): product-quantised residual to that centroid
+    codes.gN.npy                  uint8 (tokens, code bytes): product-quantised residual to that centroid
     codec_centroids.gN.npy        float32 (centroids, dim)
     codec_pq.gN.faiss             FAISS ProductQuantizer (the residual codebooks)
     list_offsets.gN.npy           int64 (centroids + 1,): CSR offsets of the centroid lists

@@ -253,7 +253,7 @@ class MultiVectorIndex:
         rng = np.random.default_rng(1234)
         if len(sample_vectors) > storage.training_tokens:
             sample_vectors = sample_vectors[np.sort(rng.choice(len(sample_vectors), storage.training_tokens, False))]
-        self._codec = ResidualCodec.train(sample_vectors, n_centroids, storage.pq_subvectors)
+        self._codec = ResidualCodec.train(sample_vectors, n_centroids, storage.pq_subvectors, storage.pq_bits)
         self._centroid_lists = CentroidLists.empty(self._codec.n_centroids)
 
     @property
@@ -499,7 +499,7 @@ class MultiVectorIndex:
                     break
             sample = np.concatenate([stored_tokens(ordered[p]).vectors for p in sorted(chosen)])
             n_centroids = storage.centroids or default_centroid_count(int(lengths.sum()))
-            converted._codec = ResidualCodec.train(sample, n_centroids, storage.pq_subvectors)
+            converted._codec = ResidualCodec.train(sample, n_centroids, storage.pq_subvectors, storage.pq_bits)
             converted._centroid_lists = CentroidLists.empty(converted._codec.n_centroids)
         for start in range(0, len(ordered), batch_documents):
             documents = ordered[start : start + batch_documents]

@@ -180,7 +180,7 @@ def build_compressed_index(
             raise ColBERTAttError("No documents to index.")
         vectors = np.concatenate(sample)
         n_centroids = storage.centroids or default_centroid_count(expected_tokens or len(vectors))
-        codec = ResidualCodec.train(vectors, n_centroids, storage.pq_subvectors)
+        codec = ResidualCodec.train(vectors, n_centroids, storage.pq_subvectors, storage.pq_bits)
         del sample, vectors
         np.save(codec_files[0], codec.centroids)
         codec.write_codebooks(codec_files[1])
