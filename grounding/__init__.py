@@ -2,19 +2,31 @@
 judge over ColBERT-Att token alignment, exact checks of figures and names, negation and word overlap."""
 
 from grounding.calibration import Calibration, load_calibration
-from grounding.claims import Sentence, SentenceKind, abstention_correct, is_abstention, split_sentences
-from grounding.judge import ClaimVerdict, GroundingJudge, GroundingReport, SkippedSentence
+from grounding.claims import (
+    Sentence,
+    SentenceKind,
+    abstention_correct,
+    is_abstention,
+    restates_question,
+    split_sentences,
+    states_no_claim,
+)
+from grounding.judge import ClaimVerdict, EvidenceScope, GroundingJudge, GroundingReport, SkippedSentence, Verdict
 
 __all__ = [
     "Calibration",
     "ClaimVerdict",
+    "EvidenceScope",
     "GroundingJudge",
     "GroundingReport",
     "Sentence",
     "SentenceKind",
     "SkippedSentence",
+    "Verdict",
     "abstention_correct",
     "is_abstention",
     "load_calibration",
+    "restates_question",
     "split_sentences",
+    "states_no_claim",
 ]

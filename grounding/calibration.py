@@ -32,9 +32,14 @@ class Calibration(BaseModel):
         gt=0, lt=1, description="An answer is supported when the mean of its claims' support reaches this."
     )
     contradiction_cap: float = Field(
-        gt=0, lt=1, description="Support of a claim with a contradiction (missing number, name, flipped negation)."
+        gt=0,
+        lt=1,
+        description="Support cap of a claim failing an exact check (missing figure or name, flipped negation).",
     )
     alignment: AlignmentSettings = Field(default_factory=AlignmentSettings)
+    regularization_c: float = Field(
+        default=1.0, gt=0, description="Inverse regularisation strength of the fit, chosen by CV on the fit part."
+    )
     encoder: str = Field(description="Encoder the features were computed with (model name and weights sha256).")
     fitted_on: str = Field(description="Data the regression and thresholds were fitted on.")
     held_out: dict[str, float] = Field(default_factory=dict, description="Held-out metrics measured after fitting.")
@@ -69,11 +74,11 @@ def load_calibration(path: Path = DEFAULT_CALIBRATION_PATH) -> Calibration:
     return Calibration.model_validate_json(path.read_text(encoding="utf-8"))
 
 
-def fit_logistic(features: np.ndarray, labels: np.ndarray) -> tuple[list[float], float]:
+def fit_logistic(features: np.ndarray, labels: np.ndarray, c: float = 1.0) -> tuple[list[float], float]:
     """Coefficients and intercept of a lightly regularised logistic regression (features are on 0..1 scales)."""
     from sklearn.linear_model import LogisticRegression  # only fitting needs scikit-learn
 
-    model = LogisticRegression(C=1.0, max_iter=1000)
+    model = LogisticRegression(C=c, max_iter=2000)
     model.fit(features, labels)
     return [float(c) for c in model.coef_[0]], float(model.intercept_[0])
 

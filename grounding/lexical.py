@@ -6,6 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 import Stemmer
 
@@ -48,7 +49,7 @@ _NOT_NAMES = _word_set(
 
 # Instructions start with a verb before a capitalised label ("Click Save", "Tap Booking Calendar"): the verb is
 # not part of the name.
-_IMPERATIVES = _word_set(
+IMPERATIVES = _word_set(
     "access add allow bring call change check choose click close confirm contact copy create delete disable edit "
     "enable enter find follow go hover keep learn look make note open paste press read remove rinse review save "
     "scroll search see select send set sign start store switch tap turn type update upload use verify visit wear "
@@ -71,9 +72,29 @@ def words(text: str) -> list[str]:
     return _WORD.findall(fold(text))
 
 
-def content_stems(text: str) -> set[str]:
+def content_stem_sequence(text: str) -> list[str]:
+    """The text's content words, stemmed, in order (function words, negations and bare digits left out)."""
     tokens = [w for w in words(text) if w not in STOPWORDS and w not in NEGATION_WORDS and not w.isdigit()]
-    return set(_stemmer().stemWords(tokens))
+    return _stemmer().stemWords(tokens)
+
+
+def content_stems(text: str) -> set[str]:
+    return set(content_stem_sequence(text))
+
+
+def stem_bigrams(text: str) -> set[tuple[str, str]]:
+    """Pairs of consecutive content words (stemmed): "store pearls flat" gives (store, pearl), (pearl, flat)."""
+    sequence = content_stem_sequence(text)
+    return set(pairwise(sequence))
+
+
+def bigram_recall(claim_bigrams: set[tuple[str, str]], passage_bigrams: set[tuple[str, str]]) -> float:
+    """Share of the claim's consecutive content-word pairs that the passage also has next to each other. A related
+    article on the same topic shares the words of a claim far more often than its phrases (on the WixQA fit part,
+    adding this feature raised the cross-validated AUC against BM25 hard negatives from 0.863 to 0.885)."""
+    if not claim_bigrams:
+        return 1.0
+    return len(claim_bigrams & passage_bigrams) / len(claim_bigrams)
 
 
 def lexical_recall(claim_stems: set[str], passage_stems: set[str]) -> float:
@@ -128,7 +149,7 @@ def proper_names(sentence: str) -> list[Name]:
             # The sentence's first word is a name only when a capitalised word follows ("Corvane Métro is ...").
             if at_start and not (nxt[:1].isalnum() and _is_capitalised(nxt)):
                 continue
-            if at_start and (fold(token) in _NOT_NAMES or fold(token) in _IMPERATIVES):
+            if at_start and (fold(token) in _NOT_NAMES or fold(token) in IMPERATIVES):
                 continue
             run.append(token)
         elif token.isdigit() and run:
@@ -156,16 +177,44 @@ def is_negative(text: str) -> bool:
 class PassageClause:
     stems: frozenset[str]
     negative: bool
+    text: str = ""  # quoted in the reason when a claim contradicts it
 
 
 def clauses(sentence: str) -> list[str]:
     return [c for c in _CLAUSE.split(sentence) if c and c.strip()]
 
 
-def passage_clauses(passage: str) -> list[PassageClause]:
-    """Clauses with their polarity; list items under a "Don't:" / "Avoid:" header are negative, as the header
-    negates them."""
-    result: list[PassageClause] = []
+_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip().strip("*_ ") for cell in line.strip().strip("|").split("|")]
+
+
+def table_sentences(passage: str) -> list[str]:
+    """Markdown table rows read as sentences, each cell after its column header: the row
+    | Express | 1–2 business days | €25 | under | Method | Delivery time | Price | reads "Express Delivery time 1–2
+    business days Price €25". A raw row keeps the header words away from the cells, so the word pairs of "Express
+    delivery costs €25" were never found, nor was the sentence matching a changed price."""
+    lines = passage.splitlines()
+    result: list[str] = []
+    for index in range(1, len(lines)):
+        if not _TABLE_SEPARATOR.match(lines[index]) or "|" not in lines[index - 1]:
+            continue
+        header = _cells(lines[index - 1])
+        for row in lines[index + 1 :]:
+            if "|" not in row or _TABLE_SEPARATOR.match(row):
+                break
+            cells = _cells(row)
+            parts = [cells[0]] + [f"{header[j]} {cells[j]}" for j in range(1, min(len(cells), len(header))) if cells[j]]
+            result.append(" ".join(part for part in parts if part))
+    return result
+
+
+def passage_sentences(passage: str) -> list[tuple[str, bool]]:
+    """Sentences of a passage (lines, list items and glued sentences split), each with whether a "Don't:" /
+    "Avoid:" header above negates it."""
+    result: list[tuple[str, bool]] = []
     negative_list = False
     for line in passage.splitlines():
         stripped = line.strip()
@@ -176,23 +225,39 @@ def passage_clauses(passage: str) -> list[PassageClause]:
             header = stripped.strip("*_# ")
             negative_list = header.endswith(":") and bool(_NEGATIVE_HEADER.match(header))
         inherited = is_item and negative_list
-        for sentence in _SENTENCE_END.split(stripped):
-            for clause in clauses(sentence):
-                stems = frozenset(content_stems(clause))
-                if stems:
-                    result.append(PassageClause(stems, inherited or is_negative(clause)))
+        result += [(sentence, inherited) for sentence in _SENTENCE_END.split(stripped) if sentence.strip()]
+    return result
+
+
+def passage_clauses(passage: str) -> list[PassageClause]:
+    """Clauses with their polarity; list items under a "Don't:" / "Avoid:" header are negative, as the header
+    negates them."""
+    result: list[PassageClause] = []
+    for sentence, inherited in passage_sentences(passage):
+        for clause in clauses(sentence):
+            stems = frozenset(content_stems(clause))
+            if stems:
+                result.append(PassageClause(stems, inherited or is_negative(clause), clause.strip()))
     return result
 
 
 def negation_mismatch(
     claim: str, passage: list[PassageClause], min_recall: float = 2 / 3, min_precision: float = 0.3
 ) -> bool:
-    """True when a clause of the claim has the opposite polarity of the passage clause that best matches its
-    content. Polarity is compared around matched content only: a passage clause matches when it holds at least
-    `min_recall` of the claim clause's content words and those make up at least `min_precision` of its own (a long
-    clause that merely mentions them says little about them). Any equally good match that agrees clears the claim.
-    Chosen on the WixQA fit part (expert answers vs their gold articles): 11 of 1,069 claims flagged falsely, 59% of
-    the claims with a toggled negation caught (the misses are mostly claims the article only paraphrases)."""
+    """True when a clause of the claim has the opposite polarity of the passage clause that best matches it."""
+    return negation_conflict(claim, passage, min_recall, min_precision) is not None
+
+
+def negation_conflict(
+    claim: str, passage: list[PassageClause], min_recall: float = 2 / 3, min_precision: float = 0.3
+) -> PassageClause | None:
+    """The passage clause whose polarity a clause of the claim contradicts (None if none): the clause that best
+    matches the claim clause's content, with the opposite polarity. Polarity is compared around matched content
+    only: a passage clause matches when it holds at least `min_recall` of the claim clause's content words and those
+    make up at least `min_precision` of its own (a long clause that merely mentions them says little about them).
+    Any equally good match that agrees clears the claim. Chosen on the WixQA fit part (expert answers vs their gold
+    articles): 11 of 1,069 claims flagged falsely, 59% of the claims with a toggled negation caught (the misses are
+    mostly claims the article only paraphrases)."""
     # Names are checked on their own; here they would only dilute the match ("You can overwind the Corvane 1911"
     # against "You cannot overwind it").
     name_stems = set().union(*(content_stems(name.text) for name in proper_names(claim)))
@@ -201,16 +266,16 @@ def negation_mismatch(
         stems = (stems - name_stems) or stems
         if not stems:
             continue
-        best_recall, polarities = 0.0, set()
+        best_recall, best = 0.0, []
         for candidate in passage:
             shared = len(stems & candidate.stems)
             if not shared or shared / len(candidate.stems) < min_precision:
                 continue
             recall = shared / len(stems)
             if recall > best_recall:
-                best_recall, polarities = recall, {candidate.negative}
+                best_recall, best = recall, [candidate]
             elif recall == best_recall:
-                polarities.add(candidate.negative)
-        if best_recall >= min_recall and is_negative(clause) not in polarities:
-            return True
-    return False
+                best.append(candidate)
+        if best_recall >= min_recall and all(c.negative != is_negative(clause) for c in best):
+            return best[0]
+    return None

@@ -13,6 +13,7 @@ _UNITS = {
 }  # fmt: skip
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _SCALES = {"hundred": 100, "thousand": 1000}
+NUMBER_WORDS = frozenset([*_UNITS, *_TENS, *_SCALES])
 _NUMBER_WORDS = "|".join(sorted([*_UNITS, *_TENS, *_SCALES, "a", "an", "and"], key=len, reverse=True))
 _WORD_NUMBER = re.compile(rf"\b(?:{'|'.join([*_UNITS, *_TENS])})(?:[\s-]+(?:{_NUMBER_WORDS})\b)*", re.IGNORECASE)
 
@@ -151,7 +152,8 @@ def extract_quantities(text: str, lone_one: bool = False) -> list[Quantity]:
     return [quantity for _, _, quantity in found]
 
 
-def _matches(claim: Quantity, passage: Quantity) -> bool:
+def same_quantity(claim: Quantity, passage: Quantity) -> bool:
+    """Whether two quantities state the same figure (durations in any unit, a unit on one side only accepted)."""
     if claim.hours is not None and passage.hours is not None:
         return abs(claim.hours - passage.hours) < 1e-6
     if abs(claim.value - passage.value) > 1e-9:
@@ -162,4 +164,4 @@ def _matches(claim: Quantity, passage: Quantity) -> bool:
 
 def missing_quantities(claim: list[Quantity], passage: list[Quantity]) -> list[Quantity]:
     """The claim's quantities that the passage does not state."""
-    return [q for q in claim if not any(_matches(q, p) for p in passage)]
+    return [q for q in claim if not any(same_quantity(q, p) for p in passage)]

@@ -1,7 +1,7 @@
 """The grounding report (issue #7): run the assistant over a question set and judge every answer it gives.
 
     python -m grounding.report [--questions kb|wixqa] [--split held_out] [--limit N] \
-        [--output-dir benchmarks/results] [--no-record] [--checkpoint rows.jsonl]
+        [--output-dir benchmarks/results] [--no-record] [--checkpoint rows.jsonl] [--faithfulness]
 
 - `kb` (default): the knowledge base's labelled questions of one split (`held_out` by default), each asked in its
   own mode; a follow-up is asked after its previous turn, in the same session.
@@ -10,9 +10,15 @@
   truncated by the encoder: what `python -m retriever.evaluate` builds), reused from `indexes/wixqa` when it loads.
   WixQA has no unanswerable questions, so abstention correctness is reported for `kb` only.
 
-Every answered question is judged against its cited passages and all the passages shown to the model. The results
-JSON (every question, with per-claim verdicts, and the totals) goes to `<output-dir>/<stamp>-grounding-report-*.json`,
-a histogram of claim support to `<output-dir>/grounding_report_<questions>_<date>.png`, and a dated section to
+Every answered question is judged against its cited passages and all the passages shown to the model (the
+`supported` verdict), and again ALCE-style, each sentence against its own citations only (`supported_own`, what the
+chat app's note uses). With `--faithfulness`, LlamaIndex's `FaithfulnessEvaluator` is also run with the assistant's
+own LLM on each answer, its cited passages as contexts, and its YES/NO is recorded beside the judge's verdicts with
+their agreement and a confusion table (slow: one more LLM call per answer). The offline judge never needs it.
+
+The results JSON (every question, with per-claim verdicts, and the totals) goes to
+`<output-dir>/<stamp>-grounding-report-*.json`, a histogram of claim support to
+`<output-dir>/grounding_report_<questions>_<date>T<time>.png`, and a dated section to
 the RESULTS.md in the output folder's parent (`retriever.results_log.record_run`). With `--checkpoint`, each
 question's row is appended to that file as it is judged, and a rerun skips the questions already there: a run of
 the local LLM over 90 questions takes 10 to 70 minutes on a busy 2-core machine and may be interrupted.
@@ -45,7 +51,8 @@ from assistant.labelled_questions import load_questions
 from assistant.llm_backends import ChatModel
 from assistant.settings import AssistantSettings, Mode
 from grounding.claims import abstention_correct
-from grounding.judge import GroundingJudge, GroundingReport
+from grounding.faithfulness import AgreementStats, FaithfulnessCheck, FaithfulnessVerdict, agreement_stats
+from grounding.judge import EvidenceScope, GroundingJudge, GroundingReport
 from retriever.beir import BeirDataset
 from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import IndexCorruptError, IndexMismatchError
@@ -167,23 +174,43 @@ def ask(assistant: Assistant, question: ReportQuestion) -> AssistantAnswer:
         assistant.reset(session_id)
 
 
-def judge_answer(judge: GroundingJudge, answer: AssistantAnswer) -> GroundingReport | None:
+def judge_answer(
+    judge: GroundingJudge, answer: AssistantAnswer, scope: EvidenceScope = EvidenceScope.ANY
+) -> GroundingReport | None:
     """The grounding report of an answered turn (None for an abstention): claims against the cited passages, and
-    for `supported` also against every passage the model was shown."""
+    for `supported` also against every passage the model was shown (scope ANY) or, with OWN_CITATIONS, each claim
+    against its own citations only. The question lets the judge tell a restated question from an answer."""
     if answer.abstained or not answer.text.strip():
         return None
+    questions = dict.fromkeys(q for q in (answer.question, answer.standalone_question) if q and q.strip())
     return judge.judge(
         answer.text,
         cited={c.number: c.text for c in answer.citations},
         retrieved=[s.text for s in answer.sources if s.text.strip()],
+        question="\n".join(questions) or None,
+        scope=scope,
     )
+
+
+def faithfulness_for(check: FaithfulnessCheck | None, answer: AssistantAnswer) -> FaithfulnessVerdict | None:
+    """The LLM evaluator's verdict on an answered turn, its cited passages as contexts (None when not asked for)."""
+    if check is None or answer.abstained or not answer.text.strip():
+        return None
+    return check.evaluate(answer.text, [c.text for c in answer.citations])
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def row_for(question: ReportQuestion, answer: AssistantAnswer, report: GroundingReport | None, judge_ms: float) -> dict:
+def row_for(
+    question: ReportQuestion,
+    answer: AssistantAnswer,
+    report: GroundingReport | None,
+    judge_ms: float,
+    own: GroundingReport | None = None,
+    faithfulness: FaithfulnessVerdict | None = None,
+) -> dict:
     cited_docs = list(dict.fromkeys(c.document_id for c in answer.citations))
     gold = list(question.gold_documents)
     return {
@@ -210,6 +237,7 @@ def row_for(question: ReportQuestion, answer: AssistantAnswer, report: Grounding
             {
                 "text": claim.text,
                 "cited": claim.cited_numbers,
+                "verdict": claim.verdict.value,
                 "support": round(claim.support_any, 4),
                 "support_cited": round(claim.support_cited, 4),
                 "supported": claim.supported,
@@ -220,6 +248,7 @@ def row_for(question: ReportQuestion, answer: AssistantAnswer, report: Grounding
             for claim in (report.claims if report else [])
         ],
         "skipped_sentences": len(report.skipped) if report else 0,
+        "no_claim_sentences": [{"text": s.text, "reason": s.reason} for s in report.no_claims] if report else [],
         "citation_recall": _round(report.citation_recall) if report else None,
         "citation_precision": _round(report.citation_precision) if report else None,
         "unsupported_rate": _round(report.unsupported_rate) if report else None,
@@ -227,6 +256,8 @@ def row_for(question: ReportQuestion, answer: AssistantAnswer, report: Grounding
         "contradicted_claims": report.contradicted_claims if report else 0,
         "supported": report.supported if report else None,
         "strictly_supported": report.strictly_supported if report else None,
+        "supported_own": own.supported if own else None,
+        "faithfulness": faithfulness.model_dump() if faithfulness else None,
         "assistant_ms": _round(answer.timings_ms.get("total"), 1),
         "judge_ms": round(judge_ms, 1),
     }
@@ -260,7 +291,30 @@ def grounding_totals(rows: Sequence[dict]) -> dict:
         "supported": _share([bool(r["supported"]) for r in answered]),
         "strictly_supported": _share([bool(r["strictly_supported"]) for r in answered]),
         "answers_without_claims": sum(not r["claims"] for r in answered),
+        "no_claim_sentences": sum(len(r.get("no_claim_sentences", [])) for r in answered),
+        "supported_own": _share([bool(r["supported_own"]) for r in answered if r.get("supported_own") is not None]),
         "cited_gold": _share([r["cited_gold"] for r in answered if r["cited_gold"] is not None]),
+    }
+
+
+def faithfulness_totals(rows: Sequence[dict]) -> dict | None:
+    """The LLM evaluator against the judge on the answered rows that have an evaluator verdict field."""
+    evaluated = [r for r in rows if not r["abstained"] and r.get("faithfulness") is not None]
+    if not evaluated:
+        return None
+    llm = [r["faithfulness"]["passing"] for r in evaluated]
+    seconds = [r["faithfulness"]["seconds"] for r in evaluated if r["faithfulness"]["passing"] is not None]
+    return {
+        "n_answers": len(evaluated),
+        "n_errors": sum(v is None for v in llm),
+        "mean_seconds": round(float(np.mean(seconds)), 2) if seconds else None,
+        # The evaluator sees only the cited passages, as the judge does in own-citation scope.
+        "vs_judge_own_citations": agreement_stats(
+            (r["supported_own"], v) for r, v in zip(evaluated, llm, strict=True)
+        ).model_dump(),
+        "vs_judge_any_source": agreement_stats(
+            (r["supported"], v) for r, v in zip(evaluated, llm, strict=True)
+        ).model_dump(),
     }
 
 
@@ -284,6 +338,9 @@ def summarise(rows: Sequence[dict]) -> dict:
         if row["abstained"]:
             reasons[row["abstain_reason"]] = reasons.get(row["abstain_reason"], 0) + 1
     totals["abstain_reasons"] = reasons
+    faithfulness = faithfulness_totals(rows)
+    if faithfulness is not None:
+        totals["faithfulness"] = faithfulness
     return totals
 
 
@@ -366,7 +423,9 @@ def markdown_body(result: dict) -> list[str]:
         ("mean citation precision", lambda t: _number(t["citation_precision"])),
         ("unsupported claims", lambda t: _percent(t["unsupported_claim_rate"])),
         ("contradicted claims", lambda t: _percent(t["contradicted_claim_rate"])),
+        ("sentences with no checkable claim", lambda t: str(t.get("no_claim_sentences", "–"))),
         ("answers judged supported", lambda t: _percent(t["supported"])),
+        ("answers supported, own citations only", lambda t: _percent(t.get("supported_own"))),
         ("answers strictly supported", lambda t: _percent(t["strictly_supported"])),
         ("answers citing a gold document", lambda t: _percent(t["cited_gold"])),
     ]
@@ -384,6 +443,8 @@ def markdown_body(result: dict) -> list[str]:
         body += ["", "- abstention accuracy: not reported (no unanswerable label)"]
     reasons = totals["abstain_reasons"]
     body.append("- abstain reasons: " + (", ".join(f"{k} {v}" for k, v in reasons.items()) or "none"))
+    if "faithfulness" in totals:
+        body += faithfulness_markdown(totals["faithfulness"], result["llm"], result["rows"])
     unsupported = [(r, c) for r in result["rows"] for c in r["claims"] if not c["supported"]]
     body += ["", f"<details><summary>unsupported claims ({len(unsupported)})</summary>", ""]
     body += ["| question | answerable | support | claim | reason |", "|---|---|---|---|---|"]
@@ -397,6 +458,52 @@ def markdown_body(result: dict) -> list[str]:
         )
     body += ["", "</details>"]
     return body
+
+
+def confusion_markdown(stats: AgreementStats, judge_label: str) -> list[str]:
+    return [
+        f"| {judge_label} | LLM: YES | LLM: NO |",
+        "|---|---|---|",
+        f"| judge: supported | {stats.both_supported} | {stats.judge_only} |",
+        f"| judge: not supported | {stats.llm_only} | {stats.neither} |",
+    ]
+
+
+def faithfulness_markdown(totals: dict, llm: str, rows: Sequence[dict]) -> list[str]:
+    own = AgreementStats.model_validate(totals["vs_judge_own_citations"])
+    anywhere = AgreementStats.model_validate(totals["vs_judge_any_source"])
+    kappa = "–" if own.cohen_kappa is None else f"{own.cohen_kappa:.2f}"
+    body = [
+        "",
+        f"LlamaIndex `FaithfulnessEvaluator` ({llm}, cited passages as contexts) beside the offline judge: "
+        f"{totals['n_answers']} answers, {totals['n_errors']} evaluator errors, "
+        f"{totals['mean_seconds'] if totals['mean_seconds'] is not None else '–'} s per evaluation on average.",
+        "",
+        f"- agreement with the judge's own-citation verdict: {_percent(own.agreement)} of {own.n} "
+        f"(Cohen's kappa {kappa}); with its any-source verdict: {_percent(anywhere.agreement)} of {anywhere.n}",
+        "",
+        *confusion_markdown(own, "own citations"),
+        "",
+        "<details><summary>per answer</summary>",
+        "",
+        "| question | answer support | judge (own citations) | judge (any source) | LLM | LLM reply |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        verdict = row.get("faithfulness")
+        if row["abstained"] or verdict is None:
+            continue
+        llm_cell = "error" if verdict["passing"] is None else ("YES" if verdict["passing"] else "NO")
+        reply = (verdict["error"] or verdict["feedback"] or "").replace("|", "/").replace("\n", " ")[:80]
+        body.append(
+            f"| {row['id']} | {_number(row['answer_support'])} | {_yes_no(row.get('supported_own'))} | "
+            f"{_yes_no(row['supported'])} | {llm_cell} | {reply} |"
+        )
+    return [*body, "", "</details>"]
+
+
+def _yes_no(value: bool | None) -> str:
+    return "–" if value is None else ("supported" if value else "not supported")
 
 
 # ---- command --------------------------------------------------------------------------------------------------
@@ -420,6 +527,13 @@ def main(
         Path | None,
         typer.Option(help="Append each question's row here (JSON lines) and skip the questions already in it."),
     ] = None,
+    faithfulness: Annotated[
+        bool,
+        typer.Option(
+            help="Also run LlamaIndex's FaithfulnessEvaluator with the assistant's LLM on each answer (cited passages "
+            "as contexts) and compare its verdict with the judge's. One more LLM call per answer."
+        ),
+    ] = False,
 ) -> None:
     if split not in ("held_out", "calibration", "all"):
         raise typer.BadParameter(f"split must be held_out, calibration or all, not {split!r}.")
@@ -446,6 +560,7 @@ def main(
         asked = wixqa_questions(data, limit or WIXQA_DEFAULT_LIMIT)
         index_name = f"{_display_path(wixqa_index_dir)} ({folder})"
 
+    check = FaithfulnessCheck(assistant.chat_model.llm) if faithfulness else None
     done = load_checkpoint(checkpoint, {q.id for q in asked})
     rows: list[dict] = []
     started = time.perf_counter()
@@ -467,7 +582,10 @@ def main(
             answer = ask(assistant, question)
             judged_at = time.perf_counter()
             report = judge_answer(judge, answer)
-            row = row_for(question, answer, report, (time.perf_counter() - judged_at) * 1000)
+            judge_ms = (time.perf_counter() - judged_at) * 1000
+            own = judge_answer(judge, answer, EvidenceScope.OWN_CITATIONS)
+            verdict = faithfulness_for(check, answer)
+            row = row_for(question, answer, report, judge_ms, own, verdict)
             rows.append(row)
             if checkpoint is not None:
                 with checkpoint.open("a", encoding="utf-8") as handle:
@@ -479,6 +597,8 @@ def main(
                     f"answered, {len(row['claims'])} claims, {sum(not c['supported'] for c in row['claims'])} "
                     f"unsupported, recall {_number(row['citation_recall'])}, supported {row['supported']}"
                 )
+                if verdict is not None:
+                    outcome += f", LLM evaluator {verdict.passing} ({verdict.seconds:.0f} s)"
             label = ", unanswerable" if question.answerable is False and question.type != "unanswerable" else ""
             progress.console.print(f"{question.id} [{question.type}{label}] {outcome}", markup=False, highlight=False)
             progress.advance(task)
@@ -486,7 +606,8 @@ def main(
 
     totals = summarise(rows)
     date = header["date"][:10]
-    plot_path = output_dir / f"grounding_report_{questions.value}_{date}.png"
+    # The time as well as the date: a second run on the same day must not overwrite the first one's plot.
+    plot_path = output_dir / f"grounding_report_{questions.value}_{header['date'][:19].replace(':', '')}.png"
     result = {
         **header,
         "questions": questions.value,
@@ -502,6 +623,7 @@ def main(
             "answer_threshold": judge.calibration.answer_threshold,
             "encoder": judge.calibration.encoder,
         },
+        "faithfulness_evaluator": "llama_index.core.evaluation.FaithfulnessEvaluator" if faithfulness else None,
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": round(wall_seconds, 1),

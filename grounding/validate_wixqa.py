@@ -57,14 +57,18 @@ from retriever.baselines import BM25Baseline
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = Path("/work/shared/datasets/wixqa")
 ROLES = ("gold", "hard", "random")
-# A contradicted claim's support is capped at this share of the claim threshold; the share is chosen on the fit
-# part by answer-level AUC (every choice keeps contradicted claims unsupported).
+# The support of a claim failing an exact check (missing figure or product name, flipped negation) is capped at this
+# share of the claim threshold; the share is chosen on the fit part by answer-level AUC (every choice keeps such
+# claims unsupported).
 CAP_SHARES = (0.1, 0.25, 0.5, 0.75, 0.95)
 WEIGHTINGS = (TokenWeighting.EXP_A, TokenWeighting.EXP_A_CONTENT)
 STRONG_THRESHOLDS = (0.6, 0.7, 0.8)
+# Inverse regularisation strengths tried by the same cross-validation (features are on 0..1 scales, ~3,000 rows).
+REGULARIZATION_CS = (1.0, 3.0, 10.0)
 ABLATIONS = {
     "alignment_only": ("align_mean", "align_strong"),
-    "without_alignment": ("lexical_recall", "numbers_missing", "names_missing", "negation_mismatch"),
+    "without_alignment": tuple(name for name in FEATURE_NAMES if not name.startswith("align_")),
+    "without_bigram_recall": tuple(name for name in FEATURE_NAMES if name != "bigram_recall"),
     "all_features": FEATURE_NAMES,
 }
 
@@ -120,7 +124,8 @@ class Rows:
     """One row per (answer, role, claim): features under one alignment setting, labels and bookkeeping."""
 
     features: np.ndarray
-    contradicted: np.ndarray
+    failed_checks: np.ndarray  # a figure or product name missing, or a flipped negation: support is capped
+    conflicted: np.ndarray  # the matching passage sentence states another figure, name or polarity: contradicted
     labels: np.ndarray  # 1: gold article, 0: another article
     item: np.ndarray  # index into items
     role: np.ndarray  # index into ROLES
@@ -147,7 +152,7 @@ def build_rows(
     settings: AlignmentSettings,
     exact: dict[tuple[int, str, str], ExactChecks],
 ) -> Rows:
-    features, contradicted, labels, item_index, roles, fit = [], [], [], [], [], []
+    features, failed, conflicted, labels, item_index, roles, fit = [], [], [], [], [], [], []
     for index, item in enumerate(items):
         for role_index, role in enumerate(ROLES):
             evidence = union([passages[a] for a in item.articles[role]])
@@ -155,14 +160,15 @@ def build_rows(
                 checks = exact[index, role, text]
                 pair = pair_features(claims[text], evidence, settings.weighting, settings.strong_threshold, checks)
                 features.append(pair.values)
-                contradicted.append(bool(pair.contradictions))
+                failed.append(bool(pair.failed_checks))
+                conflicted.append(bool(pair.conflicts))
                 labels.append(int(role == "gold"))
                 item_index.append(index)
                 roles.append(role_index)
                 fit.append(item.fit)
     return Rows(
-        np.array(features), np.array(contradicted), np.array(labels), np.array(item_index), np.array(roles),
-        np.array(fit),
+        np.array(features), np.array(failed), np.array(conflicted), np.array(labels), np.array(item_index),
+        np.array(roles), np.array(fit),
     )  # fmt: skip
 
 
@@ -173,17 +179,19 @@ def claim_probabilities(
     cap: float | None = None,
     columns: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """The regression's probabilities; with `cap`, contradicted claims are held at or below it (as the judge does)."""
+    """The regression's probabilities; with `cap`, claims failing an exact check are held at or below it (as the
+    judge does)."""
     x = rows.features if columns is None else rows.features[:, columns]
     probability = 1.0 / (1.0 + np.exp(-(x @ np.asarray(coefficients) + intercept)))
-    return probability if cap is None else np.where(rows.contradicted, np.minimum(probability, cap), probability)
+    return probability if cap is None else np.where(rows.failed_checks, np.minimum(probability, cap), probability)
 
 
 @dataclass
 class AnswerScores:
     mean: np.ndarray
     minimum: np.ndarray
-    any_contradicted: np.ndarray
+    any_failed_check: np.ndarray
+    any_conflict: np.ndarray
     labels: np.ndarray
     role: np.ndarray
     fit: np.ndarray
@@ -197,7 +205,8 @@ def answer_scores(rows: Rows, probability: np.ndarray, mask: np.ndarray) -> Answ
     return AnswerScores(
         mean=np.array([probability[groups[k]].mean() for k in keys]),
         minimum=np.array([probability[groups[k]].min() for k in keys]),
-        any_contradicted=np.array([rows.contradicted[groups[k]].any() for k in keys]),
+        any_failed_check=np.array([rows.failed_checks[groups[k]].any() for k in keys]),
+        any_conflict=np.array([rows.conflicted[groups[k]].any() for k in keys]),
         labels=np.array([rows.labels[groups[k][0]] for k in keys]),
         role=np.array([k[1] for k in keys]),
         fit=np.array([rows.fit[groups[k][0]] for k in keys]),
@@ -228,7 +237,7 @@ def accuracy(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     }
 
 
-def cross_validated_auc(rows: Rows, folds: int = 5) -> float:
+def cross_validated_auc(rows: Rows, folds: int = 5, c: float = 1.0) -> float:
     """Answer-level AUC of the regression refitted on 4/5 of the fit part's answers and scored on the rest."""
     fit_items = sorted(set(rows.item[rows.fit].tolist()))
     fold_of = {item: position % folds for position, item in enumerate(fit_items)}
@@ -239,7 +248,7 @@ def cross_validated_auc(rows: Rows, folds: int = 5) -> float:
         test = rows.fit & in_fold
         if not test.any():
             continue
-        coefficients, intercept = fit_logistic(rows.features[train], rows.labels[train])
+        coefficients, intercept = fit_logistic(rows.features[train], rows.labels[train], c)
         scores = answer_scores(rows, claim_probabilities(rows, coefficients, intercept), test)
         value = auc(scores.labels, scores.mean)
         if value is not None:
@@ -251,12 +260,9 @@ def perturbation_flips(
     items: list[Item], judge: GroundingJudge, passages: dict[str, PassageEvidence], claims: dict[str, ClaimEvidence]
 ) -> dict[str, dict[str, float | int]]:
     """Held-out gold claims that the judge supports, edited (number, name, negation): how often the edit makes it
-    unsupported against the same gold article(s)."""
+    unsupported against the same gold article(s), and how often the verdict is contradicted rather than merely
+    unsupported."""
     threshold = judge.calibration.threshold
-
-    def probability(claim: ClaimEvidence, evidence: PassageEvidence) -> float:
-        return judge.support(claim, evidence)[0]
-
     name_pool = sorted({n.text for item in items for c in item.claims for n in proper_names(c) if n.multiword})
     edits: list[tuple[str, str, int]] = []  # (kind, edited claim, item index)
     for index, item in enumerate(items):
@@ -264,7 +270,7 @@ def perturbation_flips(
             continue
         evidence = union([passages[a] for a in item.articles["gold"]])
         for text in item.claims:
-            if probability(claims[text], evidence) < threshold:
+            if judge.support(claims[text], evidence)[0] < threshold:
                 continue
             seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
             foreign = [n for n in name_pool if fold(n) not in evidence.folded]
@@ -278,15 +284,19 @@ def perturbation_flips(
     result: dict[str, dict[str, float | int]] = {}
     for kind in ("number", "name", "negation"):
         chosen = [(edited, index) for k, edited, index in edits if k == kind]
-        flipped = 0
+        flipped = contradicted = 0
         for edited, index in chosen:
             evidence = union([passages[a] for a in items[index].articles["gold"]])
-            if probability(claim_evidence(edited, encoded[edited]), evidence) < threshold:
+            probability, features = judge.support(claim_evidence(edited, encoded[edited]), evidence)
+            if probability < threshold:
                 flipped += 1
+                contradicted += bool(features.conflicts)
         result[kind] = {
             "edited_claims": len(chosen),
             "flipped": flipped,
             "flip_rate": round(flipped / max(1, len(chosen)), 4),
+            "contradicted": contradicted,
+            "contradicted_rate": round(contradicted / max(1, len(chosen)), 4),
         }
     return result
 
@@ -341,20 +351,23 @@ def main(
             for w, s in itertools.product(WEIGHTINGS, STRONG_THRESHOLDS)
         ]
         all_rows = {}
+        choices: dict[str, tuple[AlignmentSettings, float]] = {}
         with _progress() as progress:
             task = progress.add_task("features and 5-fold CV per setting", total=len(grid))
             for settings in grid:
                 key = f"{settings.weighting.value}@{settings.strong_threshold}"
                 all_rows[key] = build_rows(items, claims, passages, settings, exact)
-                selection[key] = round(cross_validated_auc(all_rows[key]), 4)
+                for c in REGULARIZATION_CS:
+                    selection[f"{key},C={c}"] = round(cross_validated_auc(all_rows[key], c=c), 4)
+                    choices[f"{key},C={c}"] = (settings, c)
                 progress.advance(task)
         best_key = max(selection, key=selection.get)  # before the cap entries join `selection`
-        settings = grid[list(selection).index(best_key)]
-        rows = all_rows[best_key]
-        coefficients, intercept = fit_logistic(rows.features[rows.fit], rows.labels[rows.fit])
+        settings, regularization_c = choices[best_key]
+        rows = all_rows[f"{settings.weighting.value}@{settings.strong_threshold}"]
+        coefficients, intercept = fit_logistic(rows.features[rows.fit], rows.labels[rows.fit], regularization_c)
         raw = claim_probabilities(rows, coefficients, intercept)
-        # Claim threshold: contradicted claims count as unsupported whatever their probability.
-        threshold = best_threshold(np.where(rows.contradicted, 0.0, raw)[rows.fit], rows.labels[rows.fit])
+        # Claim threshold: claims failing an exact check count as unsupported whatever their probability.
+        threshold = best_threshold(np.where(rows.failed_checks, 0.0, raw)[rows.fit], rows.labels[rows.fit])
         for share in CAP_SHARES:
             capped = answer_scores(
                 rows, claim_probabilities(rows, coefficients, intercept, share * threshold), rows.fit
@@ -373,6 +386,7 @@ def main(
             answer_threshold=answer_threshold,
             contradiction_cap=cap_share * threshold,
             alignment=settings,
+            regularization_c=regularization_c,
             encoder=f"{encoder.model_name} sha256:{encoder.weights_sha256[:16]}",
             fitted_on=f"WixQA expert answers, fit part ({n_fit} answers by sha256(id) < {fit_share}); claims vs gold "
             f"article (1), BM25-nearest other article and a random article (0); {int(rows.fit.sum())} claim pairs",
@@ -387,11 +401,13 @@ def main(
     probability = claim_probabilities(rows, coefficients, intercept, calibration.contradiction_cap)
     answers = answer_scores(rows, probability, held)
     predicted = np.array([answer_supported([m], calibration) for m in answers.mean])
-    predicted_strict = predicted & ~answers.any_contradicted
+    predicted_strict = predicted & ~answers.any_failed_check  # a conflict always fails a check too
     ablations = {}
     for name, columns in ABLATIONS.items():
         index = [FEATURE_NAMES.index(c) for c in columns]
-        coef, icpt = fit_logistic(rows.features[rows.fit][:, index], rows.labels[rows.fit])
+        coef, icpt = fit_logistic(
+            rows.features[rows.fit][:, index], rows.labels[rows.fit], calibration.regularization_c
+        )
         ablation_answers = answer_scores(
             rows, claim_probabilities(rows, coef, icpt, calibration.contradiction_cap, index), held
         )
@@ -406,10 +422,14 @@ def main(
         "answer_strictly_supported": accuracy(answers.labels, predicted_strict),
         "claim_auc": auc(rows.labels[held], probability[held]),
         "claim_at_threshold": accuracy(rows.labels[held], claim_predicted),
-        "gold_answers_with_a_contradicted_claim": round(float(answers.any_contradicted[answers.labels == 1].mean()), 4),
-        "negative_answers_with_a_contradicted_claim": round(
-            float(answers.any_contradicted[answers.labels == 0].mean()), 4
+        "gold_answers_with_a_failed_exact_check": round(float(answers.any_failed_check[answers.labels == 1].mean()), 4),
+        "negative_answers_with_a_failed_exact_check": round(
+            float(answers.any_failed_check[answers.labels == 0].mean()), 4
         ),
+        # A contradiction found in an expert answer against its own gold article is a false alarm.
+        "gold_claims_contradicted": round(float(rows.conflicted[held & (rows.labels == 1)].mean()), 4),
+        "hard_negative_claims_contradicted": round(float(rows.conflicted[held & (rows.role == 1)].mean()), 4),
+        "random_negative_claims_contradicted": round(float(rows.conflicted[held & (rows.role == 2)].mean()), 4),
     }
     if fit:
         calibration.held_out = {

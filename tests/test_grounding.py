@@ -110,14 +110,13 @@ def test_a_figure_the_passage_does_not_give_is_unsupported_not_contradicted(judg
 
 
 # Supported sentences of the care guides, each edited the way `python -m grounding.validate_wixqa` edits WixQA
-# claims: every edit must make the sentence contradicted, or at least unsupported, never supported. A swapped name is
-# contradicted where the matching passage sentence names another product; the servicing table's row names none (its
-# product is in the header row), so there the swapped name is merely unsupported.
+# claims: every edit must make the sentence contradicted, not merely unsupported. (The servicing table names its
+# product in the header row only: read with its headers, the matching row names "Corvane 1911".)
 # (Sentences with an auxiliary or an imperative, which `toggle_negation` can negate grammatically.)
 PERTURBED = [
     ("Power reserve", "When fully wound, the Corvane 1911 will run for 42 hours off the wrist.", Verdict.CONTRADICTED),
     ("Winding by hand", "Turn the crown clockwise about 30 to 40 times.", None),
-    ("Servicing", "The Corvane 1911 should have a full service every 5 to 7 years.", Verdict.UNSUPPORTED),
+    ("Servicing", "The Corvane 1911 should have a full service every 5 to 7 years.", Verdict.CONTRADICTED),
     ("Magnetism", "Keep your Corvane 1911 at least 5 cm away from loudspeakers.", Verdict.CONTRADICTED),
 ]
 
@@ -138,6 +137,16 @@ def test_perturbations_flip_supported_to_contradicted(judge, header, sentence, s
         claim = verdict(judge, edited, passage)
         assert not claim.supported and claim.support < judge.calibration.threshold, (kind, edited)
         assert claim.verdict is expected, (kind, edited, claim.reasons)
+
+
+def test_figures_in_a_table_are_read_with_their_column_headers(judge):
+    text = (CARE.parent / "faq" / "faq-delivery-tracking.md").read_text(encoding="utf-8")
+    table = re.search(r"^## What delivery options.*?(?=^## )", text, re.S | re.M).group(0)
+    # The price sits in the row "| Express | 1–2 business days | €25 |" under "| Method | Delivery time | Price |".
+    assert verdict(judge, "Express delivery costs €25.", table).verdict is Verdict.SUPPORTED
+    changed = verdict(judge, "Express delivery costs €30.", table)
+    assert changed.verdict is Verdict.CONTRADICTED and any("'25 EUR'" in r for r in changed.reasons), changed.reasons
+    assert verdict(judge, "Express delivery takes 3 to 4 business days.", table).verdict is Verdict.CONTRADICTED
 
 
 def test_a_range_in_the_guide_supports_the_same_range_only(judge, winding):

@@ -1,8 +1,11 @@
 """A note under an answer whose sentences the grounding judge could not verify in the sources (issue #7).
 
-The judge reads each sentence of an answered turn against the passages it cites and every passage the model was
-shown; when a sentence is unsupported, or the answer as a whole falls below the judge's answer threshold, the
-chat shows a short warning naming the weakest sentence. Abstentions get no note: they claim nothing.
+Each sentence of an answered turn is read against the source(s) it cites, as ALCE scores citations: a sentence
+citing [2] is not vouched for by source [1] merely because [1] was also shown to the model. Only a sentence that
+cites nothing is read against every source shown. The chat shows a short warning naming the weakest sentence when
+a sentence contradicts its source (a different figure, product or polarity) or is not supported by it, when the
+answer as a whole falls below the judge's answer threshold, or when it states nothing checkable at all. Abstentions
+get no note: they claim nothing.
 """
 
 from __future__ import annotations
@@ -10,14 +13,18 @@ from __future__ import annotations
 import logging
 
 from assistant.engine import AssistantAnswer
-from grounding.judge import ClaimVerdict, GroundingJudge
+from grounding.judge import ClaimVerdict, EvidenceScope, GroundingJudge, GroundingReport, Verdict
 
 logger = logging.getLogger(__name__)
 
 MAX_CLAIM_CHARS = 120
 NOTE_PREFIX = "⚠️ Parts of this answer could not be verified in the cited sources"
+CONTRADICTED_PREFIX = "⚠️ A detail of this answer differs from the cited sources"
 WEAK_ANSWER_NOTE = (
     "⚠️ This answer is only weakly supported by the cited sources: please check them before relying on it."
+)
+NO_CLAIM_NOTE = (
+    "⚠️ This answer does not state anything the cited sources could confirm: please check them or ask an advisor."
 )
 
 
@@ -29,8 +36,20 @@ def _shorten(text: str, limit: int = MAX_CLAIM_CHARS) -> str:
 
 
 def _weakest(claims: list[ClaimVerdict]) -> ClaimVerdict:
-    """A contradicted claim (a figure, name or negation no source backs) before a merely weak one."""
-    return min(claims, key=lambda claim: (not claim.contradicted, claim.support_any))
+    """A contradicted claim (a figure, name or negation its source states otherwise) before a merely weak one."""
+    return min(claims, key=lambda claim: (claim.verdict is not Verdict.CONTRADICTED, claim.support))
+
+
+def judge_turn(judge: GroundingJudge, answer: AssistantAnswer) -> GroundingReport:
+    """The judge's report on an answered turn, each sentence against its own citations (ALCE)."""
+    questions = dict.fromkeys(q for q in (answer.question, answer.standalone_question) if q and q.strip())
+    return judge.judge(
+        answer.text,
+        cited={c.number: c.text for c in answer.citations if c.text.strip()},
+        retrieved=[s.text for s in answer.sources if s.text.strip()],
+        question="\n".join(questions) or None,
+        scope=EvidenceScope.OWN_CITATIONS,
+    )
 
 
 def grounding_note(judge: GroundingJudge, answer: AssistantAnswer) -> str | None:
@@ -38,15 +57,14 @@ def grounding_note(judge: GroundingJudge, answer: AssistantAnswer) -> str | None
     if answer.abstained or not answer.text.strip():
         return None
     try:
-        report = judge.judge(
-            answer.text,
-            cited={c.number: c.text for c in answer.citations if c.text.strip()},
-            retrieved=[s.text for s in answer.sources if s.text.strip()],
-        )
+        report = judge_turn(judge, answer)
     except ValueError:
         # The note is advice on top of an answer that already passed the assistant's own checks: never fail the turn.
         logger.warning("Could not judge the grounding of an answer.", exc_info=True)
         return None
+    if not report.claims:
+        # Only greetings, lead-ins or sentences such as "Our care guide covers leather care.": no answer to vouch for.
+        return NO_CLAIM_NOTE if report.no_claims else None
     unsupported = [claim for claim in report.claims if not claim.supported]
     if report.supported and not unsupported:
         return None
@@ -55,4 +73,5 @@ def grounding_note(judge: GroundingJudge, answer: AssistantAnswer) -> str | None
     claim = _weakest(unsupported)
     more = len(unsupported) - 1
     others = f" (and {more} more sentence{'s' if more > 1 else ''})" if more else ""
-    return f"{NOTE_PREFIX}: “{_shorten(claim.text)}”{others}"
+    prefix = CONTRADICTED_PREFIX if claim.verdict is Verdict.CONTRADICTED else NOTE_PREFIX
+    return f"{prefix}: “{_shorten(claim.text)}”{others}"
