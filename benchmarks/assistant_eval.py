@@ -26,11 +26,11 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from assistant.engine import Assistant, AssistantAnswer
 from assistant.labelled_questions import LabelledQuestion, load_questions
 from assistant.settings import AssistantSettings
+from retriever.progress import run_progress
 from retriever.results_log import record_run, run_header
 
 QRELS_FILE = Path(__file__).resolve().parent.parent / "knowledge_base" / "eval" / "qrels" / "test.tsv"
@@ -319,14 +319,7 @@ def main(
 
     rows = []
     started, cpu_started = time.perf_counter(), time.process_time()
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with run_progress(console) as progress:
         task = progress.add_task("Asking", total=len(questions))
         for question in questions:
             progress.update(task, description=f"Asking {question.id}")

@@ -72,9 +72,9 @@ def pool_documents(encoder: ColBERTAttEncoder, training: Path, scifact: Path) ->
         chunk_size=CHUNK_WORD_PIECES, chunk_overlap=0, tokenizer=encoder.tokenizer.tokenize, include_metadata=False
     )
     for source, text in _training_passages(training):
+        key = hashlib.sha1(text.encode()).hexdigest()[:16]
         for number, chunk in enumerate(splitter.split_text(text)):
             if chunk.strip():
-                key = hashlib.sha1(text.encode()).hexdigest()[:16]
                 yield DocumentInput(id=f"{source}:{key}:{number}", text=chunk, metadata={"source": source})
 
 

@@ -44,7 +44,6 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from assistant.engine import Assistant, AssistantAnswer
 from assistant.labelled_questions import load_questions
@@ -57,6 +56,7 @@ from retriever.beir import BeirDataset
 from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import IndexCorruptError, IndexMismatchError
 from retriever.index import MultiVectorIndex
+from retriever.progress import run_progress
 from retriever.results_log import BENCHMARKS_DIR, record_run, run_header
 from retriever.settings import EncoderSettings
 
@@ -564,14 +564,7 @@ def main(
     done = load_checkpoint(checkpoint, {q.id for q in asked})
     rows: list[dict] = []
     started = time.perf_counter()
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with run_progress(console) as progress:
         task = progress.add_task("Asking", total=len(asked))
         for question in asked:
             if question.id in done:

@@ -106,6 +106,17 @@ class ResidualCodec:
             codes=self.product_quantizer.compute_codes(residuals),
         )
 
+    def encode_each(self, token_vectors: list[np.ndarray]) -> list[CompressedTokens]:
+        """Codes of several documents' tokens: one FAISS call for the whole batch, split back per document."""
+        if not token_vectors:
+            return []
+        whole = self.encode(np.concatenate(token_vectors))
+        bounds = np.cumsum([len(v) for v in token_vectors])[:-1]
+        return [
+            CompressedTokens(centroid_ids=ids, codes=codes)
+            for ids, codes in zip(np.split(whole.centroid_ids, bounds), np.split(whole.codes, bounds), strict=True)
+        ]
+
     def decode(self, centroid_ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Unit float32 vectors (n, dim) from their codes."""
         if len(codes) == 0:

@@ -264,10 +264,10 @@ class MultiVectorIndex:
         if self._codec is None:
             self.train_codec(np.concatenate([item.vectors for item in encoded]))
         assert self._codec is not None and self._centroid_lists is not None
-        for document, item in zip(batch, encoded, strict=True):
+        codes = self._codec.encode_each([item.vectors for item in encoded])
+        for document, item, compressed in zip(batch, encoded, codes, strict=True):
             slot = self._next_slot
             self._next_slot += 1
-            compressed = self._codec.encode(item.vectors)
             self._documents[slot] = StoredDocument(
                 slot=slot,
                 id=document.id,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from retriever.encoder import ColBERTAttEncoder
+from retriever.encoder import ColBERTAttEncoder, EncodedText
 from retriever.errors import ColBERTAttError
 from retriever.index.centroid_candidates import CentroidLists
 from retriever.index.compression import ResidualCodec, centroid_id_dtype, default_centroid_count, prune_by_attention
@@ -162,31 +162,27 @@ def build_compressed_index(
 
     stream = iter(documents)
     codec_files = (work / "codec_centroids.npy", work / "codec_pq.faiss")
+    # Batches encoded for the codebooks' training sample, indexed first so that none is encoded twice
+    # (the sample is bounded by storage.training_tokens, so holding them keeps memory bounded).
+    sampled: list[tuple[list[DocumentInput], list[EncodedText]]] = []
     if codec_files[0].is_file() and codec_files[1].is_file():
         codec = ResidualCodec.read(*codec_files)
-        first_batches: list[list[DocumentInput]] = []
     else:
-        # Encode documents until the training sample is full; they are indexed first, so none is encoded twice.
-        first_batches, sample, sampled_tokens = [], [], 0
+        sampled_tokens = 0
         while sampled_tokens < storage.training_tokens:
             batch = list(itertools.islice(stream, batch_documents))
             if not batch:
                 break
-            encoded = encoder.encode_documents([d.text for d in batch])
-            first_batches.append(batch)
-            sample.extend(item.vectors for item in encoded)
-            sampled_tokens += sum(len(item.vectors) for item in encoded)
-        if not first_batches:
+            sampled.append((batch, encoder.encode_documents([d.text for d in batch])))
+            sampled_tokens += sum(len(item.vectors) for item in sampled[-1][1])
+        if not sampled:
             raise ColBERTAttError("No documents to index.")
-        vectors = np.concatenate(sample)
+        vectors = np.concatenate([item.vectors for _, encoded in sampled for item in encoded])
         n_centroids = storage.centroids or default_centroid_count(expected_tokens or len(vectors))
         codec = ResidualCodec.train(vectors, n_centroids, storage.pq_subvectors, storage.pq_bits)
-        del sample, vectors
+        del vectors
         np.save(codec_files[0], codec.centroids)
         codec.write_codebooks(codec_files[1])
-        # The sample was encoded before the codebooks existed: those documents are encoded again below
-        # (a small, bounded cost), which keeps the loop simple and the memory bounded.
-        stream = itertools.chain(itertools.chain.from_iterable(first_batches), stream)
 
     token_id_dtype = np.dtype(np.uint16) if len(encoder.tokenizer) <= 65536 else np.dtype(np.int32)
     files = _AppendFiles(
@@ -204,22 +200,27 @@ def build_compressed_index(
     documents_path = work / "documents.jsonl"
     with documents_path.open("ab") as handle:
         handle.truncate(state.documents_bytes)
+    # A fresh codec means a fresh build (the codebooks are saved before any batch), so nothing is skipped then.
     stream = itertools.islice(stream, state.documents_done, None)
     if progress is not None and state.documents_done:
         progress(state.documents_done)
 
+    def batches() -> Iterator[tuple[list[DocumentInput], list[EncodedText]]]:
+        yield from sampled
+        while batch := list(itertools.islice(stream, batch_documents)):
+            yield batch, encoder.encode_documents([d.text for d in batch])
+
     seen_ids: set[str] = set()
-    while batch := list(itertools.islice(stream, batch_documents)):
-        encoded = encoder.encode_documents([d.text for d in batch])
+    for batch, encoded in batches():
+        kept = [prune_by_attention(item.weights, storage.prune_fraction) for item in encoded]
+        codes = codec.encode_each([item.vectors[keep] for item, keep in zip(encoded, kept, strict=True)])
         columns: dict[str, list[np.ndarray]] = {key: [] for key in (*token_keys, "pairs")}
         lines = []
-        for offset, (document, item) in enumerate(zip(batch, encoded, strict=True)):
+        for offset, (document, item, keep, compressed) in enumerate(zip(batch, encoded, kept, codes, strict=True)):
             if document.id in seen_ids:
                 raise ColBERTAttError(f"Document id {document.id!r} appears twice; ids must be unique.")
             seen_ids.add(document.id)
             slot = state.documents_done + offset
-            keep = prune_by_attention(item.weights, storage.prune_fraction)
-            compressed = codec.encode(item.vectors[keep])
             columns["centroid_ids"].append(compressed.centroid_ids)
             columns["codes"].append(compressed.codes)
             columns["weights"].append(item.weights[keep])
