@@ -101,6 +101,9 @@ class StorageSettings(BaseModel):
     codec: StorageCodec = StorageCodec.BFLOAT16
     pq_subvectors: int = Field(default=48, ge=1, description="residual_pq: sub-vectors of the residual code.")
     pq_bits: int = Field(default=8, ge=4, le=12, description="residual_pq: bits per sub-vector code.")
+    pq_rotation: bool = Field(
+        default=False, description="residual_pq: learn an OPQ rotation of the residuals before product quantisation."
+    )
     centroids: int | None = Field(
         default=None, ge=16, le=65536, description="residual_pq: k-means centroids; None: about 2*sqrt(tokens)."
     )

@@ -454,6 +454,9 @@ def main(
     beir_dir: Annotated[str | None, typer.Option(help="BEIR-format folder to train on.")] = None,
     beir_split: Annotated[str | None, typer.Option()] = None,
     beir_weight: Annotated[float | None, typer.Option()] = None,
+    beir_negatives: Annotated[
+        int | None, typer.Option(help="BM25-mined hard negatives per BEIR query (judged documents excluded).")
+    ] = None,
     training_data_dir: Annotated[str | None, typer.Option(help="The shared training folder.")] = None,
     query_max_tokens: Annotated[int | None, typer.Option()] = None,
     document_max_tokens: Annotated[int | None, typer.Option()] = None,

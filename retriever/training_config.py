@@ -123,6 +123,13 @@ class TrainingConfig(BaseModel):
     beir_dir: str | None = None
     beir_split: str = "train"
     beir_weight: float = Field(default=0.5, gt=0)
+    beir_negatives: int = Field(
+        default=0,
+        ge=0,
+        le=32,
+        description="Hard negatives mined per BEIR query with BM25 (stemmed) over its corpus, judged documents "
+        "excluded; a BEIR split has no negatives of its own.",
+    )
     shuffle_buffer: int = Field(default=8192, ge=1, description="Rows held per source for streaming shuffles.")
     max_document_chars: int = Field(default=4000, ge=100, description="Long texts are cut before tokenising.")
     seed: int = 13

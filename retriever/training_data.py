@@ -190,20 +190,48 @@ def pairs_source(paths: list[Path], weight: float, negative_weight: float) -> So
     return SourceSpec("pairs", weight, negative_weight, lambda: _iter_lines(paths), _pair_parser, files=paths)
 
 
-def beir_source(folder: Path, split: str, weight: float, negative_weight: float) -> SourceSpec:
-    """(query, relevant document) rows of a BEIR split; only the judged documents are kept in memory."""
+def _bm25_negatives(
+    texts: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]], per_query: int
+) -> dict[str, list[str]]:
+    """The best BM25 (stemmed) documents of each judged query that are not judged for it: hard negatives."""
+    from retriever.baselines import BM25Baseline  # bm25s is only needed when negatives are mined
+
+    ids = list(texts)
+    bm25 = BM25Baseline(ids, [texts[i] for i in ids], stemming=True)
+    mined = {}
+    for query_id, judged in qrels.items():
+        if query_id in queries:
+            ranked = bm25.search(queries[query_id], per_query + len(judged))
+            mined[query_id] = [doc_id for doc_id in ranked if doc_id not in judged][:per_query]
+    return mined
+
+
+def beir_source(folder: Path, split: str, weight: float, negative_weight: float, bm25_negatives: int = 0) -> SourceSpec:
+    """(query, relevant document[, BM25 negatives]) rows of a BEIR split.
+
+    Without negatives only the judged documents are kept in memory; mining reads the whole corpus once.
+    """
     rows: list[RawRow] = []
 
     def read() -> Iterator[RawRow]:
         if not rows:
             qrels = load_qrels(folder / "qrels" / f"{split}.tsv")
             needed = {doc_id for judged in qrels.values() for doc_id, rel in judged.items() if rel > 0}
-            texts = {doc.id: doc.full_text for doc in iter_corpus(folder / "corpus.jsonl") if doc.id in needed}
+            texts = {
+                doc.id: doc.full_text
+                for doc in iter_corpus(folder / "corpus.jsonl")
+                if bm25_negatives or doc.id in needed
+            }
             queries = load_queries(folder / "queries.jsonl")
+            negatives = _bm25_negatives(texts, queries, qrels, bm25_negatives) if bm25_negatives else {}
             for query_id in sorted(qrels):
                 for doc_id in sorted(qrels[query_id]):
                     if qrels[query_id][doc_id] > 0 and query_id in queries and doc_id in texts:
-                        record = {"query": queries[query_id], "positive": texts[doc_id], "negatives": []}
+                        record = {
+                            "query": queries[query_id],
+                            "positive": texts[doc_id],
+                            "negatives": [texts[n] for n in negatives.get(query_id, [])],
+                        }
                         rows.append(RawRow(folder / "qrels" / f"{split}.tsv", len(rows) + 1, record))
             if not rows:
                 raise TrainingDataError(f"{folder}: the {split!r} split has no judged (query, document) pairs.")
@@ -224,7 +252,11 @@ def build_sources(config: TrainingConfig) -> list[SourceSpec]:
         sources.append(pairs_source(paths, config.pairs_weight, config.negative_weight("pairs")))
     if config.beir_dir is not None:
         folder = Path(config.beir_dir).expanduser()
-        sources.append(beir_source(folder, config.beir_split, config.beir_weight, config.negative_weight("beir")))
+        sources.append(
+            beir_source(
+                folder, config.beir_split, config.beir_weight, config.negative_weight("beir"), config.beir_negatives
+            )
+        )
     for source in sources:
         source.check()
     return sources

@@ -62,6 +62,33 @@ def test_residual_codes_take_50_bytes_and_decode_close_to_the_original(token_vec
     assert cosines.mean() > centroid_only.mean() + 0.1
 
 
+def test_an_opq_rotation_brings_decoded_vectors_closer_at_the_same_size(token_vectors):
+    train, held_out = token_vectors[: len(token_vectors) // 2], token_vectors[len(token_vectors) // 2 :]
+    plain = ResidualCodec.train(train, n_centroids=256, pq_subvectors=48)
+    rotated = ResidualCodec.train(train, n_centroids=256, pq_subvectors=48, rotate=True)
+    assert rotated.bytes_per_token == plain.bytes_per_token == 50
+    assert rotated.rotation is not None
+    np.testing.assert_allclose(rotated.rotation @ rotated.rotation.T, np.eye(384), atol=1e-4)  # orthogonal
+
+    def mean_cosine(codec: ResidualCodec) -> float:
+        codes = codec.encode(held_out)
+        return float((codec.decode(codes.centroid_ids, codes.codes) * held_out).sum(axis=1).mean())
+
+    assert mean_cosine(rotated) > mean_cosine(plain)
+
+
+def test_a_rotated_codec_persists_and_gives_the_same_results_after_loading(cached_encoder, passages, tmp_path):
+    index = MultiVectorIndex(cached_encoder, compressed_settings(cached_encoder, pq_rotation=True))
+    index.add(passages)
+    manifest = index.persist(tmp_path / "index")
+    assert "codec_rotation" in manifest.files
+    reloaded = MultiVectorIndex.load(tmp_path / "index", encoder=cached_encoder)
+    for query in QUERIES:
+        expected, found = index.search(query, top_k=5), reloaded.search(query, top_k=5)
+        assert [h.id for h in found] == [h.id for h in expected]
+        assert [h.score for h in found] == pytest.approx([h.score for h in expected], rel=1e-6)
+
+
 def test_codec_refuses_too_few_tokens_with_a_clear_error(token_vectors):
     with pytest.raises(ColBERTAttError, match="bfloat16"):
         ResidualCodec.train(token_vectors[:100], n_centroids=64, pq_subvectors=48)

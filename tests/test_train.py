@@ -259,3 +259,31 @@ def test_the_example_recipe_is_valid():
     recipe = Path(__file__).resolve().parent.parent / "retriever" / "training_recipe.yaml"
     config = build_config(read_config_file(recipe), {"max_steps": 7})
     assert config.max_steps == 7 and config.mix["squad"] == 0.5 and config.negative_weight("medquad") == 0.5
+
+
+def test_a_beir_train_split_gets_bm25_mined_negatives_that_exclude_judged_documents(tmp_path):
+    from retriever.training_data import beir_source
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    # Judged positives d<i>, and the pairs' negatives as unjudged documents n<i> for BM25 to find.
+    corpus = {**{f"d{i}": p for i, (_, p, _) in enumerate(PAIRS)}, **{f"n{i}": n for i, (_, _, n) in enumerate(PAIRS)}}
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n" for doc_id, text in corpus.items())
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, (q, _, _) in enumerate(PAIRS))
+    )
+    (folder / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(PAIRS)))
+    )
+    rows = list(beir_source(folder, "train", weight=1.0, negative_weight=1.0, bm25_negatives=2).read())
+    assert len(rows) == len(PAIRS)
+    by_query = {row.payload["query"]: row.payload for row in rows}
+    wallet = by_query[PAIRS[0][0]]
+    assert wallet["positive"] == PAIRS[0][1]
+    assert 1 <= len(wallet["negatives"]) <= 2 and PAIRS[0][1] not in wallet["negatives"]
+    # The best BM25 negative is the unjudged passage about the same wet calfskin wallet.
+    assert wallet["negatives"][0] == PAIRS[2][2]
+    plain = list(beir_source(folder, "train", weight=1.0, negative_weight=1.0).read())
+    assert all(row.payload["negatives"] == [] for row in plain)

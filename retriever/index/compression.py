@@ -9,6 +9,7 @@ generate candidates (`centroid_candidates.py`), so compression needs no second s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +43,17 @@ class CompressedTokens:
 
 
 class ResidualCodec:
-    def __init__(self, centroids: np.ndarray, product_quantizer: faiss.ProductQuantizer):
+    def __init__(
+        self,
+        centroids: np.ndarray,
+        product_quantizer: faiss.ProductQuantizer,
+        rotation: np.ndarray | None = None,
+    ):
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.product_quantizer = product_quantizer
+        # Optional OPQ rotation (dim, dim), applied to residuals before PQ: it spreads their variance evenly over
+        # the sub-vectors, which plain PQ assumes and untrained (non-ColBERT) token vectors do not give.
+        self.rotation = None if rotation is None else np.ascontiguousarray(rotation, dtype=np.float32)
         self._assigner = faiss.IndexFlatIP(self.centroids.shape[1])
         self._assigner.add(self.centroids)
 
@@ -69,6 +78,7 @@ class ResidualCodec:
         pq_bits: int = 8,
         seed: int = 1234,
         niter: int = 12,
+        rotate: bool = False,
     ) -> ResidualCodec:
         """Learn centroids and residual codebooks from a sample of unit token vectors (tokens, dim)."""
         sample = np.ascontiguousarray(sample, dtype=np.float32)
@@ -85,13 +95,21 @@ class ResidualCodec:
         kmeans = faiss.Kmeans(dim, n_centroids, niter=niter, seed=seed, spherical=True, min_points_per_centroid=1)
         kmeans.train(sample)
         codec_without_pq = cls(kmeans.centroids, faiss.ProductQuantizer(dim, pq_subvectors, pq_bits))
-        residuals = sample - codec_without_pq.centroids[codec_without_pq.assign(sample)]
+        residuals = np.ascontiguousarray(sample - codec_without_pq.centroids[codec_without_pq.assign(sample)])
+        rotation = None
+        if rotate:
+            opq = faiss.OPQMatrix(dim, pq_subvectors)
+            opq.pq = faiss.ProductQuantizer(dim, pq_subvectors, pq_bits)  # rotation learnt for these codebooks
+            opq.train(residuals)
+            # FAISS applies OPQ as y = x @ A.T with A (dim_out, dim_in) row-major.
+            rotation = faiss.vector_to_array(opq.A).reshape(dim, dim).T.copy()
+            residuals = residuals @ rotation
         # 2 ** pq_bits codewords per sub-vector; FAISS packs the codes bitwise (8 bits: one byte per sub-vector).
         product_quantizer = faiss.ProductQuantizer(dim, pq_subvectors, pq_bits)
         product_quantizer.cp.min_points_per_centroid = 1  # small samples are fine for the codebooks
         product_quantizer.cp.seed = seed
-        product_quantizer.train(np.ascontiguousarray(residuals))
-        return cls(kmeans.centroids, product_quantizer)
+        product_quantizer.train(np.ascontiguousarray(residuals, dtype=np.float32))
+        return cls(kmeans.centroids, product_quantizer, rotation)
 
     def assign(self, vectors: np.ndarray) -> np.ndarray:
         _, nearest = self._assigner.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
@@ -100,7 +118,10 @@ class ResidualCodec:
     def encode(self, vectors: np.ndarray) -> CompressedTokens:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         nearest = self.assign(vectors)
-        residuals = np.ascontiguousarray(vectors - self.centroids[nearest])
+        residuals = vectors - self.centroids[nearest]
+        if self.rotation is not None:
+            residuals = residuals @ self.rotation
+        residuals = np.ascontiguousarray(residuals, dtype=np.float32)
         return CompressedTokens(
             centroid_ids=nearest.astype(centroid_id_dtype(self.n_centroids)),
             codes=self.product_quantizer.compute_codes(residuals),
@@ -122,19 +143,33 @@ class ResidualCodec:
         if len(codes) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self.centroids[np.asarray(centroid_ids, dtype=np.int64)]
-        vectors += self.product_quantizer.decode(np.ascontiguousarray(codes, dtype=np.uint8))
+        residuals = self.product_quantizer.decode(np.ascontiguousarray(codes, dtype=np.uint8))
+        if self.rotation is not None:
+            residuals = residuals @ self.rotation.T  # orthogonal: the transpose undoes it
+        vectors += residuals
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
     # ---- files ------------------------------------------------------------------------------------------------
 
     def write_codebooks(self, path: Path) -> None:
-        """The residual codebooks; the centroids are saved as a plain .npy beside them."""
+        """The residual codebooks; the centroids (and any rotation) are saved as plain .npy files beside them."""
         faiss.write_ProductQuantizer(self.product_quantizer, str(path))
 
+    def file_writers(self) -> dict[str, tuple[str, Callable[[Path], None]]]:
+        """Index files of this codec, by manifest key: (extension, writer)."""
+        writers: dict[str, tuple[str, Callable[[Path], None]]] = {
+            "codec_centroids": ("npy", lambda path: np.save(path, self.centroids)),
+            "codec_pq": ("faiss", self.write_codebooks),
+        }
+        if self.rotation is not None:
+            writers["codec_rotation"] = ("npy", lambda path: np.save(path, self.rotation))
+        return writers
+
     @classmethod
-    def read(cls, centroids_path: Path, codebook_path: Path) -> ResidualCodec:
-        return cls(np.load(centroids_path), faiss.read_ProductQuantizer(str(codebook_path)))
+    def read(cls, centroids_path: Path, codebook_path: Path, rotation_path: Path | None = None) -> ResidualCodec:
+        rotation = None if rotation_path is None else np.load(rotation_path)
+        return cls(np.load(centroids_path), faiss.read_ProductQuantizer(str(codebook_path)), rotation)
 
 
 def prune_by_attention(weights: np.ndarray, fraction: float) -> np.ndarray:

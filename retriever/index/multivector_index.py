@@ -253,7 +253,9 @@ class MultiVectorIndex:
         rng = np.random.default_rng(1234)
         if len(sample_vectors) > storage.training_tokens:
             sample_vectors = sample_vectors[np.sort(rng.choice(len(sample_vectors), storage.training_tokens, False))]
-        self._codec = ResidualCodec.train(sample_vectors, n_centroids, storage.pq_subvectors, storage.pq_bits)
+        self._codec = ResidualCodec.train(
+            sample_vectors, n_centroids, storage.pq_subvectors, storage.pq_bits, rotate=storage.pq_rotation
+        )
         self._centroid_lists = CentroidLists.empty(self._codec.n_centroids)
 
     @property
@@ -499,7 +501,9 @@ class MultiVectorIndex:
                     break
             sample = np.concatenate([stored_tokens(ordered[p]).vectors for p in sorted(chosen)])
             n_centroids = storage.centroids or default_centroid_count(int(lengths.sum()))
-            converted._codec = ResidualCodec.train(sample, n_centroids, storage.pq_subvectors, storage.pq_bits)
+            converted._codec = ResidualCodec.train(
+                sample, n_centroids, storage.pq_subvectors, storage.pq_bits, rotate=storage.pq_rotation
+            )
             converted._centroid_lists = CentroidLists.empty(converted._codec.n_centroids)
         for start in range(0, len(ordered), batch_documents):
             documents = ordered[start : start + batch_documents]
@@ -582,8 +586,7 @@ class MultiVectorIndex:
             return npy_rows_writer(lambda: (_token_array(d, key) for d in ordered), token_count, dtype, tail)
 
         writers: dict[str, tuple[str, FileWriter]] = {
-            "codec_centroids": ("npy", npy_writer(codec.centroids, np.float32)),
-            "codec_pq": ("faiss", codec.write_codebooks),
+            **codec.file_writers(),
             "list_offsets": ("npy", npy_writer(offsets, np.int64)),
             "list_slots": ("npy", npy_writer(list_slots, np.int32)),
         }
@@ -666,7 +669,7 @@ class MultiVectorIndex:
 
     def _load_compressed(self, files: dict[str, Path], has_tokens: bool) -> dict[str, Any]:
         """Memory-map the compressed token arrays (read-only) and read the codebooks and centroid lists."""
-        self._codec = ResidualCodec.read(files["codec_centroids"], files["codec_pq"])
+        self._codec = ResidualCodec.read(files["codec_centroids"], files["codec_pq"], files.get("codec_rotation"))
         self._centroid_lists = CentroidLists(
             self._codec.n_centroids, np.load(files["list_offsets"]), np.load(files["list_slots"])
         )

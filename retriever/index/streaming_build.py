@@ -162,11 +162,12 @@ def build_compressed_index(
 
     stream = iter(documents)
     codec_files = (work / "codec_centroids.npy", work / "codec_pq.faiss")
+    rotation_file = work / "codec_rotation.npy"
     # Batches encoded for the codebooks' training sample, indexed first so that none is encoded twice
     # (the sample is bounded by storage.training_tokens, so holding them keeps memory bounded).
     sampled: list[tuple[list[DocumentInput], list[EncodedText]]] = []
     if codec_files[0].is_file() and codec_files[1].is_file():
-        codec = ResidualCodec.read(*codec_files)
+        codec = ResidualCodec.read(*codec_files, rotation_file if storage.pq_rotation else None)
     else:
         sampled_tokens = 0
         while sampled_tokens < storage.training_tokens:
@@ -179,8 +180,12 @@ def build_compressed_index(
             raise ColBERTAttError("No documents to index.")
         vectors = np.concatenate([item.vectors for _, encoded in sampled for item in encoded])
         n_centroids = storage.centroids or default_centroid_count(expected_tokens or len(vectors))
-        codec = ResidualCodec.train(vectors, n_centroids, storage.pq_subvectors, storage.pq_bits)
+        codec = ResidualCodec.train(
+            vectors, n_centroids, storage.pq_subvectors, storage.pq_bits, rotate=storage.pq_rotation
+        )
         del vectors
+        if codec.rotation is not None:  # written before the two files whose presence means "codec saved"
+            np.save(rotation_file, codec.rotation)
         np.save(codec_files[0], codec.centroids)
         codec.write_codebooks(codec_files[1])
 
@@ -277,8 +282,7 @@ def _finish(
         return npy_rows_writer(lambda: _chunks(files.read(key, state.tokens_done)), state.tokens_done, dtype, tail)
 
     writers = {
-        "codec_centroids": ("npy", npy_writer(codec.centroids, np.float32)),
-        "codec_pq": ("faiss", codec.write_codebooks),
+        **codec.file_writers(),
         "list_offsets": ("npy", npy_writer(offsets, np.int64)),
         "list_slots": ("npy", npy_writer(list_slots, np.int32)),
         "documents": ("jsonl", jsonl_writer(lines())),
