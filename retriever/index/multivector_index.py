@@ -249,7 +249,7 @@ class MultiVectorIndex:
     def train_codec(self, sample_vectors: np.ndarray) -> None:
         """Learn the residual_pq centroids and codebooks (done by the first insert unless called before)."""
         storage = self.settings.storage
-        n_centroids = storage.centroids or default_centroid_count(len(sample_vectors))
+        n_centroids = storage.centroids or default_centroid_count(len(sample_vectors), storage.training_tokens)
         rng = np.random.default_rng(1234)
         if len(sample_vectors) > storage.training_tokens:
             sample_vectors = sample_vectors[np.sort(rng.choice(len(sample_vectors), storage.training_tokens, False))]
@@ -500,7 +500,7 @@ class MultiVectorIndex:
                 if total >= storage.training_tokens:
                     break
             sample = np.concatenate([stored_tokens(ordered[p]).vectors for p in sorted(chosen)])
-            n_centroids = storage.centroids or default_centroid_count(int(lengths.sum()))
+            n_centroids = storage.centroids or default_centroid_count(int(lengths.sum()), storage.training_tokens)
             converted._codec = ResidualCodec.train(
                 sample, n_centroids, storage.pq_subvectors, storage.pq_bits, rotate=storage.pq_rotation
             )

@@ -179,7 +179,9 @@ def build_compressed_index(
         if not sampled:
             raise ColBERTAttError("No documents to index.")
         vectors = np.concatenate([item.vectors for _, encoded in sampled for item in encoded])
-        n_centroids = storage.centroids or default_centroid_count(expected_tokens or len(vectors))
+        n_centroids = storage.centroids or default_centroid_count(
+            expected_tokens or len(vectors), storage.training_tokens
+        )
         codec = ResidualCodec.train(
             vectors, n_centroids, storage.pq_subvectors, storage.pq_bits, rotate=storage.pq_rotation
         )
