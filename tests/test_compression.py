@@ -14,7 +14,7 @@ import pytest
 from retriever import EncoderSettings
 from retriever.errors import ColBERTAttError
 from retriever.index import DocumentInput, MultiVectorIndex
-from retriever.index.compression import ResidualCodec, prune_by_attention
+from retriever.index.compression import ResidualCodec, default_centroid_count, prune_by_attention
 from retriever.index.streaming_build import WORK_DIRECTORY, build_compressed_index, centroid_lists_from_pairs
 from retriever.settings import IndexSettings, StorageSettings
 from tests.conftest import MemoisingEncoder
@@ -28,7 +28,10 @@ QUERIES = [
 
 
 def compressed_settings(encoder, **storage) -> IndexSettings:
-    return IndexSettings(encoder=encoder.settings, storage=StorageSettings(codec="residual_pq", **storage))
+    # 256 centroids for ~46K test tokens keeps k-means quick; the default count is for whole collections.
+    return IndexSettings(
+        encoder=encoder.settings, storage=StorageSettings(codec="residual_pq", **{"centroids": 256, **storage})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ def test_an_opq_rotation_brings_decoded_vectors_closer_at_the_same_size(token_ve
 
 
 def test_a_rotated_codec_persists_and_gives_the_same_results_after_loading(cached_encoder, passages, tmp_path):
-    index = MultiVectorIndex(cached_encoder, compressed_settings(cached_encoder, pq_rotation=True))
+    index = MultiVectorIndex(cached_encoder, compressed_settings(cached_encoder))  # the rotation is on by default
     index.add(passages)
     manifest = index.persist(tmp_path / "index")
     assert "codec_rotation" in manifest.files
@@ -246,6 +249,14 @@ def test_streaming_build_refuses_to_resume_with_other_settings(cached_encoder, p
         build_compressed_index(
             (DocumentInput(**d) for d in passages[:60]), tmp_path / "index", cached_encoder, other, batch_documents=20
         )
+
+
+def test_default_centroid_count_grows_with_the_collection_and_stays_fed():
+    assert default_centroid_count(1_215_069) == 8192  # SciFact, the size chosen on its train split
+    assert default_centroid_count(40_000) == 2048
+    assert default_centroid_count(12_000_000) == 8192  # capped: 262,144 training tokens / 32
+    assert default_centroid_count(12_000_000, training_tokens=2_097_152) == 32768
+    assert default_centroid_count(10) == 64
 
 
 def test_old_bfloat16_settings_still_load(cached_encoder):
