@@ -287,3 +287,11 @@ def test_a_beir_train_split_gets_bm25_mined_negatives_that_exclude_judged_docume
     assert wallet["negatives"][0] == PAIRS[2][2]
     plain = list(beir_source(folder, "train", weight=1.0, negative_weight=1.0).read())
     assert all(row.payload["negatives"] == [] for row in plain)
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted((Path(__file__).resolve().parent.parent / "retriever" / "recipes").glob("*.yaml"))
+)
+def test_every_recorded_recipe_is_valid(recipe):
+    config = build_config(read_config_file(recipe), {})
+    assert config.beir_dir is None or config.beir_split != "test"  # never trained on a test split
