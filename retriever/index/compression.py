@@ -59,6 +59,9 @@ class ResidualCodec:
         # Optional OPQ rotation (dim, dim), applied to residuals before PQ: it spreads their variance evenly over
         # the sub-vectors, which plain PQ assumes and untrained (non-ColBERT) token vectors do not give.
         self.rotation = None if rotation is None else np.ascontiguousarray(rotation, dtype=np.float32)
+        # Centroids in the rotated space: search decodes there and rotates the query instead (`to_code_space`),
+        # one (query tokens x dim x dim) product per query instead of one per decoded document token.
+        self._code_space_centroids = self.centroids if rotation is None else self.centroids @ self.rotation
         self._assigner = faiss.IndexFlatIP(self.centroids.shape[1])
         self._assigner.add(self.centroids)
 
@@ -144,16 +147,23 @@ class ResidualCodec:
         ]
 
     def decode(self, centroid_ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Unit float32 vectors (n, dim) from their codes."""
+        """Unit float32 vectors (n, dim) from their codes, in the encoder's space."""
+        vectors = self.decode_in_code_space(centroid_ids, codes)
+        return vectors if self.rotation is None else vectors @ self.rotation.T  # orthogonal: the transpose undoes it
+
+    def decode_in_code_space(self, centroid_ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Unit vectors in the rotated space; their cosines with `to_code_space(q)` equal those of `decode` with q."""
         if len(codes) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.centroids[np.asarray(centroid_ids, dtype=np.int64)]
-        residuals = self.product_quantizer.decode(np.ascontiguousarray(codes, dtype=np.uint8))
-        if self.rotation is not None:
-            residuals = residuals @ self.rotation.T  # orthogonal: the transpose undoes it
-        vectors += residuals
+        vectors = self._code_space_centroids[np.asarray(centroid_ids, dtype=np.int64)]
+        vectors += self.product_quantizer.decode(np.ascontiguousarray(codes, dtype=np.uint8))
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
+
+    def to_code_space(self, vectors: np.ndarray) -> np.ndarray:
+        """Query (or any) vectors rotated like the residual codes, for scoring against `decode_in_code_space`."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return vectors if self.rotation is None else vectors @ self.rotation
 
     # ---- files ------------------------------------------------------------------------------------------------
 

@@ -373,6 +373,7 @@ class MultiVectorIndex:
         self, query: EncodedText, slots: np.ndarray, mode: ScoringMode
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         raws, normals, best_tokens, best_sims = [], [], [], []
+        query_vectors = self._query_in_storage_space(query)
         for start in range(0, len(slots), _EXACT_SCORING_CHUNK):
             documents = [self._documents[int(s)] for s in slots[start : start + _EXACT_SCORING_CHUNK]]
             batch = CandidateBatch(
@@ -382,7 +383,7 @@ class MultiVectorIndex:
                 n_words=np.array([d.n_words for d in documents]),
             )
             scored = score_batch(
-                query.vectors,
+                query_vectors,
                 query.weights,
                 batch,
                 mode,
@@ -401,16 +402,22 @@ class MultiVectorIndex:
         )
 
     def _token_vectors(self, documents: list[StoredDocument]) -> torch.Tensor:
-        """The documents' token vectors, concatenated: bfloat16 as stored, or decoded float32."""
+        """The documents' token vectors, concatenated: bfloat16 as stored, or decoded float32 in the codec's space
+        (scored against `_query_in_storage_space`)."""
         if not self.compressed:
             return _concatenate_vectors(documents, self.encoder.dim)
         assert self._codec is not None
         compressed = [d.compressed for d in documents if d.compressed is not None]
         return torch.from_numpy(
-            self._codec.decode(
+            self._codec.decode_in_code_space(
                 np.concatenate([c.centroid_ids for c in compressed]), np.concatenate([c.codes for c in compressed])
             )
         )
+
+    def _query_in_storage_space(self, query: EncodedText) -> np.ndarray:
+        if self._codec is None:
+            return query.vectors
+        return self._codec.to_code_space(query.vectors)
 
     def search(
         self,
