@@ -300,7 +300,14 @@ def run_pylate(args) -> None:
     dim = int(model[-1].out_features)
     voyager_args = {"index_folder": str(cache), "index_name": "voyager", "embedding_size": dim, **VOYAGER_PARAMS}
 
-    if build_file.is_file():
+    variants = {}
+    load_search = {}
+    if args.index == "rerank":
+        # PyLate's exact path: every document re-scored by pylate.rank.rerank (no approximate index to build).
+        build, cached, exact_variant = _pylate_rerank_variant(args, model, cache, ids, texts, queries, qrels)
+        variants["rerank_exact"] = exact_variant["row"]
+        load_search = exact_variant["load"]
+    elif build_file.is_file():
         build = json.loads(build_file.read_text())
         cached = True
     else:
@@ -368,12 +375,13 @@ def run_pylate(args) -> None:
         def _show_progress(self) -> bool:
             return False
 
-    variants = {}
-    load_search = {"start": wait_for_quiet(args.max_load, args.max_wait_s)}
-    for name, index_class in (
+    voyager_variants = (
         ("voyager_as_shipped", indexes.Voyager),
         ("voyager_mappings_cached", MappingsCachedVoyager),
-    ):
+    )
+    if args.index == "voyager":
+        load_search = {"start": wait_for_quiet(args.max_load, args.max_wait_s)}
+    for name, index_class in voyager_variants if args.index == "voyager" else ():
         index = index_class(override=False, **voyager_args)
         retriever = QuietColBERT(index=index)
 
@@ -421,10 +429,16 @@ def run_pylate(args) -> None:
         "warmup_queries": WARMUP_QUERIES,
         "smoke_test": bool(args.limit_docs or args.limit_queries),
         "index": {
-            "kind": "pylate.indexes.Voyager (HNSW over all token vectors, cosine) + pylate.retrieve.ColBERT",
-            "params": {**VOYAGER_PARAMS, "k_token": K_TOKEN, "storage": "float32 (Voyager default)"},
+            "kind": "pylate.indexes.Voyager (HNSW over all token vectors, cosine) + pylate.retrieve.ColBERT"
+            if args.index == "voyager"
+            else "none: pylate.rank.rerank of every document (exact MaxSim), token vectors in RAM",
+            "params": {**VOYAGER_PARAMS, "k_token": K_TOKEN, "storage": "float32 (Voyager default)"}
+            if args.index == "voyager"
+            else {"storage": "float32 numpy, one array per document"},
             "retrieve": "k_token nearest tokens per query token, their documents re-scored with exact MaxSim "
-            "(pylate.rank.rerank over the vectors read back from Voyager)",
+            "(pylate.rank.rerank over the vectors read back from Voyager)"
+            if args.index == "voyager"
+            else "pylate.rank.rerank over all documents, top 10",
             "path": str(cache),
             "cached": cached,
             "build": build,
@@ -437,6 +451,56 @@ def run_pylate(args) -> None:
     args.out.write_text(json.dumps(result))
     summary = {k: {m: v for m, v in row.items() if m != "run"} for k, row in variants.items()}
     print(json.dumps({"build": build, "variants": summary, "load_average": result["load_average"]}, indent=2))
+
+
+def _pylate_rerank_variant(args, model, cache: Path, ids, texts, queries, qrels) -> tuple[dict, bool, dict]:
+    """PyLate's exact search: encode the corpus once (cached), then rank.rerank every document for each query."""
+    import torch
+    from pylate import rank
+
+    encode_file, vectors_file = cache / "encode.json", cache / "embeddings.npy"
+    cached = encode_file.is_file() and vectors_file.is_file()
+    if cached:
+        encode = json.loads(encode_file.read_text())
+        flat = np.load(vectors_file)
+        embeddings = np.split(flat, np.cumsum(encode["lengths"])[:-1])
+    else:
+        cache.mkdir(parents=True, exist_ok=True)
+        start_load = wait_for_quiet(args.max_load, args.max_wait_s)
+        started = time.perf_counter()
+        embeddings = model.encode(
+            texts, is_query=False, batch_size=ENCODE_BATCH_SIZE, show_progress_bar=True, convert_to_numpy=True
+        )
+        encode = {
+            "encode_s": round(time.perf_counter() - started, 1),
+            "lengths": [len(e) for e in embeddings],
+            "load_average": {"start": start_load, "end": load_average()},
+        }
+        np.save(vectors_file, np.concatenate(embeddings).astype(np.float32))
+        encode_file.write_text(json.dumps(encode))
+    build = {
+        "documents": len(ids),
+        "tokens": int(sum(encode["lengths"])),
+        "encode_s": encode["encode_s"],
+        "voyager_add_s": 0.0,
+        "encode_docs_per_s": round(len(ids) / encode["encode_s"], 2),
+        "docs_per_s": round(len(ids) / encode["encode_s"], 2),
+        "load_average": {"encode_start": encode["load_average"]["start"], "encode_end": encode["load_average"]["end"]},
+    }
+    documents = [torch.from_numpy(np.ascontiguousarray(e)) for e in embeddings]
+
+    def search(text: str) -> list[tuple[str, float]]:
+        embedding = model.encode([text], is_query=True, batch_size=1, show_progress_bar=False)
+        results = rank.rerank(documents_ids=[ids], queries_embeddings=embedding, documents_embeddings=[documents])[0]
+        return [(str(hit["id"]), float(hit["score"])) for hit in results[:TOP_K]]
+
+    load = {"start": wait_for_quiet(args.max_load, args.max_wait_s)}
+    print(f"PyLate rerank_exact: {len(queries)} queries", file=sys.stderr, flush=True)
+    run, timing = timed_queries(queries, search)
+    load["after_rerank_exact"] = load_average()
+    row = {**timing, "ndcg@10_own": round(ndcg_at_k(ranked_ids(run), qrels), 2), "run": run}
+    print(f"  {json.dumps(timing)}", file=sys.stderr, flush=True)
+    return build, cached, {"row": row, "load": load}
 
 
 # ---- our half (the project's .venv) --------------------------------------------------------------------------------
@@ -478,7 +542,7 @@ def run_ours(args) -> None:
         if [d.full_text for d in data.corpus.values()] != texts or list(data.queries) != list(queries):
             sys.exit("retriever.beir reads another corpus or query list than this script's loader.")
     if corpus_sha256(ids, texts) != pylate["corpus_sha256"] or list(queries) != list(
-        pylate["variants"]["voyager_as_shipped"]["run"]
+        next(iter(pylate["variants"].values()))["run"]
     ):
         sys.exit("The PyLate run used another corpus or query list; rerun both halves with the same options.")
 
@@ -698,11 +762,12 @@ def run_ours(args) -> None:
         f"expansion {'on' if query_expansion else 'off'}); weights sha256 {pylate['weights_sha256'][:12]}",
         f"- PyLate index: {pylate_index['kind']}; {json.dumps(pylate_index['params'])}; "
         f"{pylate_build['tokens']} tokens; build {pylate_build['encode_s']} s encode + "
-        f"{pylate_build['voyager_add_s']} s Voyager add{' (cached build)' if pylate_index['cached'] else ''}",
+        f"{pylate_build['voyager_add_s']} s Voyager add{' (cached encoding)' if pylate_index['cached'] else ''}",
         f"- our index: MultiVectorIndex, FAISS {index.faiss_kind}, {index.token_count} tokens, candidates "
         f"{json.dumps(index.settings.candidates.model_dump(mode='json'))}; build {build['add_s']} s add + "
         f"{build['persist_s']} s persist{' (cached build)' if cached else ''}",
-        "- 'as shipped': Voyager re-reads its two id-mapping pickles on every search; 'mappings cached': read once",
+        "- 'as shipped': Voyager re-reads its two id-mapping pickles on every search; 'mappings cached': read once; "
+        "'rerank exact': no index, pylate.rank.rerank of all documents per query",
         f"- load average (1/5/15 min): PyLate half {json.dumps(pylate['load_average']['search'])}, PyLate build "
         f"{json.dumps(pylate_build['load_average'])}; our half {json.dumps(load_search)}, our build "
         f"{json.dumps(build['load_average'])}",
@@ -751,6 +816,12 @@ def main() -> None:
     pylate = halves.add_parser("pylate", help="Run in /work/pylate-venv: PyLate's numbers and runs.")
     common_arguments(pylate)
     pylate.add_argument("--out", type=Path, default=Path("/tmp/pylate.json"))
+    pylate.add_argument(
+        "--index",
+        choices=("voyager", "rerank"),
+        default="voyager",
+        help="voyager: PyLate's Voyager index + retrieve.ColBERT; rerank: rank.rerank of every document (exact).",
+    )
     pylate.add_argument(
         "--query-expansion", action=argparse.BooleanOptionalAction, default=False, help="Pad queries with [MASK]."
     )
