@@ -539,7 +539,8 @@ def run_ours(args) -> None:
     ids, texts, queries, qrels = load_data(args)
     if args.limit_docs is None:
         data = BeirDataset.load(args.dataset, args.split)
-        if [d.full_text for d in data.corpus.values()] != texts or list(data.queries) != list(queries):
+        # --limit-queries keeps the first N queries of the same list.
+        if [d.full_text for d in data.corpus.values()] != texts or list(data.queries)[: len(queries)] != list(queries):
             sys.exit("retriever.beir reads another corpus or query list than this script's loader.")
     if corpus_sha256(ids, texts) != pylate["corpus_sha256"] or list(queries) != list(
         next(iter(pylate["variants"].values()))["run"]
