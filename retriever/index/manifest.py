@@ -16,6 +16,7 @@ Directory layout (generation N, written by `storage.write_generation`):
     codes.gN.npy                  uint8 (tokens, code bytes): product-quantised residual to that centroid
     codec_centroids.gN.npy        float32 (centroids, dim)
     codec_pq.gN.faiss             FAISS ProductQuantizer (the residual codebooks)
+    codec_rotation.gN.npy         float32 (dim, dim): OPQ rotation applied to residuals before PQ (when pq_rotation)
     list_offsets.gN.npy           int64 (centroids + 1,): CSR offsets of the centroid lists
     list_slots.gN.npy             int32 (pairs,): documents with a token at each centroid (`centroid_candidates.py`)
 
