@@ -106,6 +106,9 @@ class StorageSettings(BaseModel):
         description="residual_pq: learn an OPQ rotation of the residuals before product quantisation (chosen on "
         "SciFact train: decoded vectors closer, +0.4 nDCG@10 at 2,048 centroids; benchmarks/codec_choice.py).",
     )
+    pq_rotation_iterations: int = Field(
+        default=50, ge=1, le=500, description="residual_pq: OPQ training iterations (each re-learns the codebooks)."
+    )
     centroids: int | None = Field(
         default=None,
         ge=16,

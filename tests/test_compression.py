@@ -28,9 +28,11 @@ QUERIES = [
 
 
 def compressed_settings(encoder, **storage) -> IndexSettings:
-    # 256 centroids for ~46K test tokens keeps k-means quick; the default count is for whole collections.
+    # 512 centroids and no rotation keep the ~46K test tokens quick (the defaults are for whole collections); the
+    # rotation has its own tests below.
     return IndexSettings(
-        encoder=encoder.settings, storage=StorageSettings(codec="residual_pq", **{"centroids": 256, **storage})
+        encoder=encoder.settings,
+        storage=StorageSettings(codec="residual_pq", **{"centroids": 512, "pq_rotation": False, **storage}),
     )
 
 
@@ -86,7 +88,9 @@ def test_an_opq_rotation_brings_decoded_vectors_closer_at_the_same_size(token_ve
 
 
 def test_a_rotated_codec_persists_and_gives_the_same_results_after_loading(cached_encoder, passages, tmp_path):
-    index = MultiVectorIndex(cached_encoder, compressed_settings(cached_encoder))  # the rotation is on by default
+    index = MultiVectorIndex(
+        cached_encoder, compressed_settings(cached_encoder, pq_rotation=True, pq_rotation_iterations=5)
+    )
     index.add(passages)
     manifest = index.persist(tmp_path / "index")
     assert "codec_rotation" in manifest.files

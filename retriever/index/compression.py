@@ -87,6 +87,7 @@ class ResidualCodec:
         seed: int = 1234,
         niter: int = 12,
         rotate: bool = False,
+        rotation_iterations: int = 50,
     ) -> ResidualCodec:
         """Learn centroids and residual codebooks from a sample of unit token vectors (tokens, dim)."""
         sample = np.ascontiguousarray(sample, dtype=np.float32)
@@ -107,6 +108,7 @@ class ResidualCodec:
         rotation = None
         if rotate:
             opq = faiss.OPQMatrix(dim, pq_subvectors)
+            opq.niter = rotation_iterations  # FAISS's default, 50, is what benchmarks/codec_choice.py measured
             opq.pq = faiss.ProductQuantizer(dim, pq_subvectors, pq_bits)  # rotation learnt for these codebooks
             opq.train(residuals)
             # FAISS applies OPQ as y = x @ A.T with A (dim_out, dim_in) row-major.

@@ -254,7 +254,12 @@ class MultiVectorIndex:
         if len(sample_vectors) > storage.training_tokens:
             sample_vectors = sample_vectors[np.sort(rng.choice(len(sample_vectors), storage.training_tokens, False))]
         self._codec = ResidualCodec.train(
-            sample_vectors, n_centroids, storage.pq_subvectors, storage.pq_bits, rotate=storage.pq_rotation
+            sample_vectors,
+            n_centroids,
+            storage.pq_subvectors,
+            storage.pq_bits,
+            rotate=storage.pq_rotation,
+            rotation_iterations=storage.pq_rotation_iterations,
         )
         self._centroid_lists = CentroidLists.empty(self._codec.n_centroids)
 
@@ -509,7 +514,12 @@ class MultiVectorIndex:
             sample = np.concatenate([stored_tokens(ordered[p]).vectors for p in sorted(chosen)])
             n_centroids = storage.centroids or default_centroid_count(int(lengths.sum()), storage.training_tokens)
             converted._codec = ResidualCodec.train(
-                sample, n_centroids, storage.pq_subvectors, storage.pq_bits, rotate=storage.pq_rotation
+                sample,
+                n_centroids,
+                storage.pq_subvectors,
+                storage.pq_bits,
+                rotate=storage.pq_rotation,
+                rotation_iterations=storage.pq_rotation_iterations,
             )
             converted._centroid_lists = CentroidLists.empty(converted._codec.n_centroids)
         for start in range(0, len(ordered), batch_documents):

@@ -183,7 +183,12 @@ def build_compressed_index(
             expected_tokens or len(vectors), storage.training_tokens
         )
         codec = ResidualCodec.train(
-            vectors, n_centroids, storage.pq_subvectors, storage.pq_bits, rotate=storage.pq_rotation
+            vectors,
+            n_centroids,
+            storage.pq_subvectors,
+            storage.pq_bits,
+            rotate=storage.pq_rotation,
+            rotation_iterations=storage.pq_rotation_iterations,
         )
         del vectors
         if codec.rotation is not None:  # written before the two files whose presence means "codec saved"
