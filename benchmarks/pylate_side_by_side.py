@@ -313,26 +313,7 @@ def run_pylate(args) -> None:
     else:
         cached = False
         # The encoded corpus is kept on disk, so that a build interrupted in Voyager's add does not re-encode.
-        encode_file, vectors_file = cache / "encode.json", cache / "embeddings.npy"
-        if encode_file.is_file() and vectors_file.is_file():
-            encode = json.loads(encode_file.read_text())
-            flat = np.load(vectors_file)
-            embeddings = np.split(flat, np.cumsum(encode["lengths"])[:-1])
-        else:
-            cache.mkdir(parents=True, exist_ok=True)
-            load_encode_start = wait_for_quiet(args.max_load, args.max_wait_s)
-            started = time.perf_counter()
-            embeddings = model.encode(
-                texts, is_query=False, batch_size=ENCODE_BATCH_SIZE, show_progress_bar=True, convert_to_numpy=True
-            )
-            encode_s = time.perf_counter() - started
-            encode = {
-                "encode_s": round(encode_s, 1),
-                "lengths": [len(e) for e in embeddings],
-                "load_average": {"start": load_encode_start, "end": load_average()},
-            }
-            np.save(vectors_file, np.concatenate(embeddings).astype(np.float32))
-            encode_file.write_text(json.dumps(encode))
+        embeddings, encode, _ = _encoded_corpus(args, model, cache, texts)
         load_add_start = wait_for_quiet(args.max_load, args.max_wait_s)
         index = indexes.Voyager(override=True, **voyager_args)
         started = time.perf_counter()
@@ -356,7 +337,7 @@ def run_pylate(args) -> None:
         }
         del embeddings, index
         build_file.write_text(json.dumps(build, indent=2))
-        vectors_file.unlink()
+        (cache / "embeddings.npy").unlink()  # the Voyager index holds the vectors now
 
     class MappingsCachedVoyager(indexes.Voyager):
         """Voyager with its id mappings read from disk once instead of on every search call."""
@@ -453,31 +434,34 @@ def run_pylate(args) -> None:
     print(json.dumps({"build": build, "variants": summary, "load_average": result["load_average"]}, indent=2))
 
 
+def _encoded_corpus(args, model, cache: Path, texts: list[str]) -> tuple[list[np.ndarray], dict, bool]:
+    """PyLate's document embeddings, encoded once and kept under `cache` (embeddings.npy + encode.json)."""
+    encode_file, vectors_file = cache / "encode.json", cache / "embeddings.npy"
+    if encode_file.is_file() and vectors_file.is_file():
+        encode = json.loads(encode_file.read_text())
+        return np.split(np.load(vectors_file), np.cumsum(encode["lengths"])[:-1]), encode, True
+    cache.mkdir(parents=True, exist_ok=True)
+    start_load = wait_for_quiet(args.max_load, args.max_wait_s)
+    started = time.perf_counter()
+    embeddings = model.encode(
+        texts, is_query=False, batch_size=ENCODE_BATCH_SIZE, show_progress_bar=True, convert_to_numpy=True
+    )
+    encode = {
+        "encode_s": round(time.perf_counter() - started, 1),
+        "lengths": [len(e) for e in embeddings],
+        "load_average": {"start": start_load, "end": load_average()},
+    }
+    np.save(vectors_file, np.concatenate(embeddings).astype(np.float32))
+    encode_file.write_text(json.dumps(encode))
+    return embeddings, encode, False
+
+
 def _pylate_rerank_variant(args, model, cache: Path, ids, texts, queries, qrels) -> tuple[dict, bool, dict]:
     """PyLate's exact search: encode the corpus once (cached), then rank.rerank every document for each query."""
     import torch
     from pylate import rank
 
-    encode_file, vectors_file = cache / "encode.json", cache / "embeddings.npy"
-    cached = encode_file.is_file() and vectors_file.is_file()
-    if cached:
-        encode = json.loads(encode_file.read_text())
-        flat = np.load(vectors_file)
-        embeddings = np.split(flat, np.cumsum(encode["lengths"])[:-1])
-    else:
-        cache.mkdir(parents=True, exist_ok=True)
-        start_load = wait_for_quiet(args.max_load, args.max_wait_s)
-        started = time.perf_counter()
-        embeddings = model.encode(
-            texts, is_query=False, batch_size=ENCODE_BATCH_SIZE, show_progress_bar=True, convert_to_numpy=True
-        )
-        encode = {
-            "encode_s": round(time.perf_counter() - started, 1),
-            "lengths": [len(e) for e in embeddings],
-            "load_average": {"start": start_load, "end": load_average()},
-        }
-        np.save(vectors_file, np.concatenate(embeddings).astype(np.float32))
-        encode_file.write_text(json.dumps(encode))
+    embeddings, encode, cached = _encoded_corpus(args, model, cache, texts)
     build = {
         "documents": len(ids),
         "tokens": int(sum(encode["lengths"])),

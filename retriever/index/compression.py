@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from retriever.errors import ColBERTAttError
+from retriever.settings import StorageSettings
 
 MIN_TRAINING_TOKENS = 1024
 
@@ -120,6 +121,18 @@ class ResidualCodec:
         product_quantizer.cp.seed = seed
         product_quantizer.train(np.ascontiguousarray(residuals, dtype=np.float32))
         return cls(kmeans.centroids, product_quantizer, rotation)
+
+    @classmethod
+    def train_for(cls, storage: StorageSettings, sample: np.ndarray, n_centroids: int) -> ResidualCodec:
+        """`train` with the codebook sizes and rotation that the index's storage settings ask for."""
+        return cls.train(
+            sample,
+            n_centroids,
+            storage.pq_subvectors,
+            storage.pq_bits,
+            rotate=storage.pq_rotation,
+            rotation_iterations=storage.pq_rotation_iterations,
+        )
 
     def assign(self, vectors: np.ndarray) -> np.ndarray:
         _, nearest = self._assigner.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)

@@ -253,14 +253,7 @@ class MultiVectorIndex:
         rng = np.random.default_rng(1234)
         if len(sample_vectors) > storage.training_tokens:
             sample_vectors = sample_vectors[np.sort(rng.choice(len(sample_vectors), storage.training_tokens, False))]
-        self._codec = ResidualCodec.train(
-            sample_vectors,
-            n_centroids,
-            storage.pq_subvectors,
-            storage.pq_bits,
-            rotate=storage.pq_rotation,
-            rotation_iterations=storage.pq_rotation_iterations,
-        )
+        self._codec = ResidualCodec.train_for(storage, sample_vectors, n_centroids)
         self._centroid_lists = CentroidLists.empty(self._codec.n_centroids)
 
     @property
@@ -513,14 +506,7 @@ class MultiVectorIndex:
                     break
             sample = np.concatenate([stored_tokens(ordered[p]).vectors for p in sorted(chosen)])
             n_centroids = storage.centroids or default_centroid_count(int(lengths.sum()), storage.training_tokens)
-            converted._codec = ResidualCodec.train(
-                sample,
-                n_centroids,
-                storage.pq_subvectors,
-                storage.pq_bits,
-                rotate=storage.pq_rotation,
-                rotation_iterations=storage.pq_rotation_iterations,
-            )
+            converted._codec = ResidualCodec.train_for(storage, sample, n_centroids)
             converted._centroid_lists = CentroidLists.empty(converted._codec.n_centroids)
         for start in range(0, len(ordered), batch_documents):
             documents = ordered[start : start + batch_documents]

@@ -182,14 +182,7 @@ def build_compressed_index(
         n_centroids = storage.centroids or default_centroid_count(
             expected_tokens or len(vectors), storage.training_tokens
         )
-        codec = ResidualCodec.train(
-            vectors,
-            n_centroids,
-            storage.pq_subvectors,
-            storage.pq_bits,
-            rotate=storage.pq_rotation,
-            rotation_iterations=storage.pq_rotation_iterations,
-        )
+        codec = ResidualCodec.train_for(storage, vectors, n_centroids)
         del vectors
         if codec.rotation is not None:  # written before the two files whose presence means "codec saved"
             np.save(rotation_file, codec.rotation)
