@@ -116,6 +116,12 @@ class AnswerStream:
             yield delta
         self._answer = self._finish("".join(parts))
 
+    def close(self) -> None:
+        """Stop generating (a client went away): the model is released and no answer is recorded."""
+        close = getattr(self._deltas, "close", None)
+        if close is not None:
+            close()
+
     @property
     def answer(self) -> AssistantAnswer:
         if self._answer is None:
@@ -132,11 +138,12 @@ class Assistant:
         chat_model: ChatModel,
         settings: AssistantSettings | None = None,
         calibration: AbstentionCalibration | None = None,
+        memory: SessionMemory | None = None,
     ):
         self.settings = settings or AssistantSettings.load()
         self.index = retriever_index
         self.chat_model = chat_model
-        self.memory = SessionMemory(
+        self.memory = memory or SessionMemory(
             self.settings.chat.memory_token_limit, chat_model.count_tokens, self.settings.chat.max_sessions
         )
         calibration = calibration or AbstentionCalibration.load()
