@@ -1,12 +1,19 @@
 """The labelled questions about the knowledge base, as a BEIR dataset in `knowledge_base/eval/`.
 
-    queries.jsonl   _id, text, metadata {type, answerable, audience, previous_turn, note}
+    queries.jsonl   _id, text, metadata {type, answerable, audience, previous_turn, note, facts}
     qrels/test.tsv  relevant chunk ids of every answerable question
     corpus.jsonl    the chunks themselves, regenerated from the documents with
                     `python -m knowledge_base.eval_set` whenever a document changes (a test checks it is current)
 
 Types: paraphrase, typo, multi_part, follow_up (with the earlier turn it depends on), unanswerable (no qrels:
 the knowledge base does not answer it), internal (only internal staff documents answer it).
+
+`note` says in prose what a correct answer holds; `facts` says it so a program can check it: a list of 1-3 facts
+(one per part of a two-part question), each a list of acceptable wordings, one of which a correct answer must
+contain, e.g. [["12"]] or [["rhodium"], ["12-18", "re-plat"]]. The first wording of each fact, and every number
+in any wording, is taken from the question's qrels chunks (a test checks it); no wording occurs in the question
+itself, so an answer that repeats the question proves nothing. Unanswerable questions have no facts. Matching
+rules (case, dashes, number words, ranges, numbers as numbers): `assistant/answer_scoring.py`.
 """
 
 from __future__ import annotations
