@@ -1,5 +1,6 @@
-"""When to say "I don't know": from retrieval evidence (a calibrated threshold on the normalised top score) and
-from the model's own answer."""
+"""When to say "I don't know": calibrated thresholds on the retrieval evidence (the normalised top score, and the
+share of the question the best evidence unit covers), and recognising a draft sentence in which the model declines
+(such a sentence is never shown)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class AbstentionCalibration(BaseModel):
     """The retrieval-evidence threshold and how it was chosen (saved as assistant/abstention_calibration.json)."""
 
     min_score_to_answer: float = Field(ge=0.0, le=1.0)
+    min_evidence_to_answer: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_evidence_for_extract: float = Field(default=1.0, ge=0.0, le=1.0)
     scoring: str
     fitted_on: str
     min_answer_rate: float

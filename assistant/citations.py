@@ -69,7 +69,7 @@ def content_words(text: str) -> set[str]:
     return set(_stemmer.stemWords(words))
 
 
-def _attribute(sentence: str, sources: Mapping[int, str]) -> int | None:
+def attribute(sentence: str, sources: Mapping[int, str]) -> int | None:
     """The source holding most of an uncited sentence's content words, if it holds enough of them."""
     words = content_words(sentence)
     if len(words) < 3:
@@ -106,7 +106,7 @@ def check_citations(answer: str, sources: Mapping[int, str]) -> CitationCheck:
         sentences = []
         for sentence in _split_sentences(line):
             if not CITATION.search(sentence):
-                number = _attribute(sentence, sources)
+                number = attribute(sentence, sources)
                 if number is not None:
                     attributed.append(number)
                     sentence = re.sub(r"([.!?]?)\s*$", rf" [{number}]\1", sentence.rstrip(), count=1)

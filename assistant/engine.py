@@ -1,31 +1,42 @@
 """The assistant: a conversation turn in, a cited answer (streamed) or an honest "I don't know" out.
 
-One turn: check the message → condense a follow-up into a standalone question → retrieve (customer mode sees
-only `audience: public` chunks, enforced by the retriever's metadata filter) → abstain early when the retrieval
-evidence is below the calibrated threshold → prompt with numbered sources inside the context window → stream →
-map citations to sources, drop invented ones, check quoted numbers, detect the model's own "I don't know".
+One turn, evidence first:
+1. check the message; a statement that asks nothing gets a short invitation to ask;
+2. join a follow-up with the client's previous message (`follow_up.py`);
+3. retrieve (customer mode sees only `audience: public` chunks, enforced by the retriever's metadata filter);
+4. pick the few sentences, list items and table rows of those passages that the ColBERT-Att token alignment finds
+   for the question (`evidence.py`); abstain when retrieval or evidence is below its calibrated threshold;
+5. prompt with that evidence only (`prompts.py`) and stream the draft through `answer_check.py`: a sentence is
+   shown only once its citations, its numbers and its support by the cited passages are checked;
+6. if nothing of the draft survives (the model declined, or drifted from its sources) but the evidence is strong,
+   answer with the evidence itself, quoted and cited (an extractive answer is grounded by construction);
+   otherwise abstain with the brand's handoff.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 from pydantic import BaseModel, Field
 
-from assistant.abstention import AbstentionCalibration, model_abstained
-from assistant.citations import NumberMismatch, check_citations, content_words
-from assistant.errors import AssistantError
+from assistant.abstention import AbstentionCalibration
+from assistant.answer_check import DraftChecker
+from assistant.brand import BrandProfile
+from assistant.citations import NumberMismatch
+from assistant.evidence import Evidence, evidence_for
+from assistant.follow_up import asks_something, standalone_question
 from assistant.llm_backends import ChatModel
 from assistant.memory import SessionMemory
-from assistant.prompts import ABSTAIN_SENTENCE, PromptSource, answer_messages, condense_messages
+from assistant.prompts import PromptSource, answer_messages
 from assistant.settings import AssistantSettings, Mode
+from grounding import GroundingJudge
 from retriever.encoder import ColBERTAttEncoder
 from retriever.index import MultiVectorIndex
 from retriever.llama_retriever import ColBERTAttRetriever
@@ -33,10 +44,13 @@ from retriever.scoring import ScoringMode
 
 logger = logging.getLogger(__name__)
 
-AbstainReason = Literal["invalid_message", "weak_retrieval", "no_sources", "model_declined", "unsupported_answer"]
+AbstainReason = Literal["invalid_message", "weak_retrieval", "weak_evidence", "no_sources", "model_declined",
+                        "unsupported_answer"]  # fmt: skip
+# How the text shown was made: by the model (checked sentence by sentence), quoted from the evidence, or neither.
+AnswerPath = Literal["generated", "extractive", "abstained", "acknowledged", "invalid"]
 PUBLIC_ONLY = MetadataFilters(filters=[MetadataFilter(key="audience", value="public", operator=FilterOperator.EQ)])
-# Tokens ChatML adds around each message (<|im_start|>role\n ... <|im_end|>\n).
-MESSAGE_OVERHEAD_TOKENS = 6
+# Evidence units quoted when the draft is replaced by the evidence itself.
+EXTRACTIVE_UNITS = 2
 
 
 class Citation(BaseModel):
@@ -57,15 +71,21 @@ class AssistantAnswer(BaseModel):
     text: str
     abstained: bool
     abstain_reason: AbstainReason | None = None
+    answer_path: AnswerPath = "generated"
     citations: list[Citation] = Field(default_factory=list, description="Sources the answer cites, in order.")
-    sources: list[Citation] = Field(default_factory=list, description="Every source the model was shown.")
+    sources: list[Citation] = Field(default_factory=list, description="Every source retrieved for the turn.")
+    evidence: list[str] = Field(default_factory=list, description="The lines of the sources the model was shown.")
     question: str
     standalone_question: str
     mode: Mode
     top_score: float | None = None
+    evidence_score: float | None = None
     removed_citations: list[int] = Field(default_factory=list, description="Invented source numbers, removed.")
     attributed_citations: list[int] = Field(default_factory=list, description="Added where the model cited none.")
-    number_mismatches: list[NumberMismatch] = Field(default_factory=list)
+    number_mismatches: list[NumberMismatch] = Field(
+        default_factory=list, description="Numbers of the draft not in its sources; their sentences were not shown."
+    )
+    dropped_sentences: list[str] = Field(default_factory=list, description="Draft sentences not shown, and why.")
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
@@ -84,19 +104,28 @@ def _citation(number: int, hit: NodeWithScore) -> Citation:
     )
 
 
-def validate_message(message: Any, max_chars: int) -> str | None:
+def validate_message(message: Any, max_chars: int, brand: BrandProfile) -> str | None:
     """A polite reply for a message that cannot be answered, or None when it is fine."""
+    strings = brand.strings
     if not isinstance(message, str):
-        return "I can only read text messages. Please type your question about our products or services."
+        return strings.not_text
     stripped = message.strip()
     if not stripped or not any(character.isalnum() for character in stripped):
-        return "Your message seems to be empty. How can I help you with your Maison Corvane piece today?"
+        return strings.empty_message
     if len(stripped) > max_chars:
-        return (
-            f"Your message is {len(stripped):,} characters long; I can read up to {max_chars:,}. "
-            "Could you ask your question in a shorter message?"
-        )
+        return strings.too_long.format(length=len(stripped), limit=max_chars)
     return None
+
+
+def extractive_answer(evidence: Evidence, lead: str, units: int = EXTRACTIVE_UNITS) -> str:
+    """The best evidence units, quoted with their source numbers, in the order they stand in their passages."""
+    best = sorted(evidence.units, key=lambda unit: -unit.score)[:units]
+    lines = []
+    for unit in sorted(best, key=lambda u: (u.source_number, u.position)):
+        text = unit.text.rstrip()
+        ending = text[-1] if text and text[-1] in ".!?" else "."
+        lines.append(f"- {text.rstrip('.!?')} [{unit.source_number}]{ending}")
+    return "\n".join([lead, *lines])
 
 
 class AnswerStream:
@@ -108,13 +137,18 @@ class AnswerStream:
         self._deltas = deltas
         self._finish = finish
         self._answer: AssistantAnswer | None = None
+        self.model_draft: list[str] = []  # the model's raw text, for diagnosis
 
     def __iter__(self) -> Iterator[str]:
         parts: list[str] = []
         for delta in self._deltas:
             parts.append(delta)
             yield delta
-        self._answer = self._finish("".join(parts))
+        final = self._finish("".join(parts))
+        if not parts:
+            # Nothing of the draft passed its checks: the client reads the quoted evidence or the handoff instead.
+            yield final.text
+        self._answer = final
 
     def close(self) -> None:
         """Stop generating (a client went away): the model is released and no answer is recorded."""
@@ -139,18 +173,28 @@ class Assistant:
         settings: AssistantSettings | None = None,
         calibration: AbstentionCalibration | None = None,
         memory: SessionMemory | None = None,
+        judge: GroundingJudge | None = None,
+        brand: BrandProfile | None = None,
     ):
         self.settings = settings or AssistantSettings.load()
+        self.brand = brand or self.settings.brand()
         self.index = retriever_index
         self.chat_model = chat_model
         self.memory = memory or SessionMemory(
             self.settings.chat.memory_token_limit, chat_model.count_tokens, self.settings.chat.max_sessions
         )
+        self.judge = judge or GroundingJudge.load_default(encoder=retriever_index.encoder)
         calibration = calibration or AbstentionCalibration.load()
-        configured = self.settings.retrieval.min_score_to_answer
-        self.min_score_to_answer = (
-            configured if configured is not None else (calibration.min_score_to_answer if calibration else 0.0)
-        )
+        retrieval = self.settings.retrieval
+
+        def threshold(configured: float | None, calibrated: str) -> float:
+            if configured is not None:
+                return configured
+            return float(getattr(calibration, calibrated)) if calibration else 0.0
+
+        self.min_score_to_answer = threshold(retrieval.min_score_to_answer, "min_score_to_answer")
+        self.min_evidence_to_answer = threshold(retrieval.min_evidence_to_answer, "min_evidence_to_answer")
+        self.min_evidence_for_extract = threshold(retrieval.min_evidence_for_extract, "min_evidence_for_extract")
 
     @classmethod
     def from_settings(
@@ -160,17 +204,18 @@ class Assistant:
         chat_model: ChatModel | None = None,
         show_progress: bool = False,
     ) -> Assistant:
-        """Index (or update the index of) the documents folder, load it, and build the LLM."""
+        """Index (or update the index of) the brand's documents, load it, and build the LLM."""
         from knowledge_base.ingest import ingest  # the knowledge base depends on the retriever, not the reverse
 
         settings = settings or AssistantSettings.load()
+        brand = settings.brand()
         encoder = encoder or ColBERTAttEncoder()
-        index_dir = Path(settings.retrieval.index_dir)
-        report = ingest(Path(settings.retrieval.documents_dir), index_dir, encoder=encoder, show_progress=show_progress)
+        index_dir = settings.index_dir(brand)
+        report = ingest(settings.documents_path(brand), index_dir, encoder=encoder, show_progress=show_progress)
         for error in report.errors:
             logger.warning("Knowledge base: %s", error)
         index = MultiVectorIndex.load(index_dir, encoder=encoder)
-        return cls(index, chat_model or ChatModel.from_settings(settings.llm), settings)
+        return cls(index, chat_model or ChatModel.from_settings(settings.llm), settings, brand=brand)
 
     # ---- the steps of one turn ----------------------------------------------------------------------------
 
@@ -182,45 +227,13 @@ class Assistant:
             scoring=scoring or self.settings.retrieval.scoring,
         )
 
-    def condense(self, question: str, history: list[ChatMessage]) -> str:
-        """A follow-up ("and for suede?") as a standalone question, for retrieval."""
-        if not history:
-            return question
-        rewritten = self.chat_model.complete(condense_messages(question, history)).strip().strip('"').strip()
-        rewritten = rewritten.splitlines()[0].strip() if rewritten else ""
-        last_user = next((m.content for m in reversed(history) if m.role.value == "user"), "")
-        if not rewritten or len(rewritten) > 4 * len(question) + 200:
-            # The model did not produce a usable rewrite: search with the last question and this one together.
-            return f"{last_user} {question}".strip()
-        if not content_words(question) <= content_words(rewritten):
-            # Small models often repeat the previous question and drop what is new ("and my silk tie?"): the
-            # client's own words must reach retrieval, so they go first (queries are cut at 32 word pieces).
-            return f"{question} {rewritten}"
-        return rewritten
+    def evidence(self, question: str, sources: list[Citation]) -> Evidence:
+        """The lines of `sources` that answer `question`, by the token alignment of the score."""
+        passages = [(s.number, s.node_id, s.text) for s in sources]
+        return evidence_for(self.index, question, passages, max_units=self.settings.retrieval.evidence_units)
 
-    def _fit_context(
-        self, question: str, sources: list[PromptSource], history: list[ChatMessage]
-    ) -> tuple[list[ChatMessage], list[PromptSource]]:
-        """Drop the oldest history, then the weakest sources, until the prompt leaves room for the answer."""
-        budget = self.chat_model.context_window - self.settings.llm.max_new_tokens
-
-        def cost(messages: list[ChatMessage]) -> int:
-            return sum(self.chat_model.count_tokens(m.content or "") + MESSAGE_OVERHEAD_TOKENS for m in messages)
-
-        history, sources = list(history), list(sources)
-        messages = answer_messages(question, sources, history)
-        while cost(messages) > budget and (history or len(sources) > 1):
-            if history:
-                del history[:2]
-            else:
-                sources.pop()
-            messages = answer_messages(question, sources, history)
-        if cost(messages) > budget:
-            raise AssistantError(
-                f"The question and one source need {cost(messages)} tokens but the model's window leaves {budget}; "
-                "raise llm.context_window or lower llm.max_new_tokens."
-            )
-        return messages, sources
+    def handoff_text(self) -> str:
+        return " ".join(part for part in (self.brand.strings.abstain, self.brand.handoff) if part)
 
     # ---- public API ---------------------------------------------------------------------------------------
 
@@ -233,99 +246,115 @@ class Assistant:
     ) -> AnswerStream:
         mode = Mode(mode)
         started = time.perf_counter()
-        problem = validate_message(message, self.settings.chat.max_message_chars)
+        problem = validate_message(message, self.settings.chat.max_message_chars, self.brand)
         if problem is not None:
             text = message if isinstance(message, str) else f"<{type(message).__name__}>"
             answer = AssistantAnswer(
-                text=problem,
-                abstained=True,
-                abstain_reason="invalid_message",
-                question=text[:200],
-                standalone_question="",
-                mode=mode,
-            )
+                text=problem, abstained=True, abstain_reason="invalid_message", answer_path="invalid",
+                question=text[:200], standalone_question="", mode=mode,
+            )  # fmt: skip
             return AnswerStream([], "", iter([problem]), lambda _: answer)
 
         question = message.strip()
         history = self.memory.history(session_id)
-        standalone = self.condense(question, history)
-        condensed_at = time.perf_counter()
+        standalone = standalone_question(question, history)
+        if not asks_something(standalone):
+            # "I just bought the Nocturne jacket.": nothing to answer yet; its question comes next and is joined to it.
+            text = self.brand.strings.greeting_reply
+            answer = AssistantAnswer(
+                text=text, abstained=False, answer_path="acknowledged", question=question,
+                standalone_question=standalone, mode=mode,
+                timings_ms={"first_token": 0.0, "total": (time.perf_counter() - started) * 1000},
+            )  # fmt: skip
+            self.memory.add_turn(session_id, question, text, abstained=False)
+            return AnswerStream([], standalone, iter([text]), lambda _: answer)
+
         hits = self.retriever(mode, ScoringMode(scoring) if scoring else None).retrieve(QueryBundle(standalone))
         retrieved_at = time.perf_counter()
         sources = [_citation(number, hit) for number, hit in enumerate(hits, start=1)]
         top_score = sources[0].score if sources else None
-        timings = {
-            "condense": (condensed_at - started) * 1000,
-            "retrieval": (retrieved_at - condensed_at) * 1000,
-        }
+        evidence = self.evidence(standalone, sources) if sources else None
+        evidence_at = time.perf_counter()
+        timings = {"retrieval": (retrieved_at - started) * 1000, "evidence": (evidence_at - retrieved_at) * 1000}
+        evidence_lines = [f"[{u.source_number}] {u.text}" for u in evidence.units] if evidence else []
+
+        def record(answer: AssistantAnswer) -> AssistantAnswer:
+            self.memory.add_turn(session_id, question, answer.text, abstained=answer.abstained)
+            return answer
+
+        def abstention(reason: AbstainReason, **extra: Any) -> AssistantAnswer:
+            return AssistantAnswer(
+                text=self.handoff_text(), abstained=True, abstain_reason=reason, answer_path="abstained",
+                sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone,
+                mode=mode, top_score=top_score, evidence_score=evidence.best_score if evidence else None, **extra,
+            )  # fmt: skip
 
         def finish_without_model(reason: AbstainReason) -> AnswerStream:
-            text = f"{ABSTAIN_SENTENCE} {self.settings.chat.handoff}"
-            answer = AssistantAnswer(
-                text=text,
-                abstained=True,
-                abstain_reason=reason,
-                sources=sources,
-                question=question,
-                standalone_question=standalone,
-                mode=mode,
-                top_score=top_score,
-                timings_ms={**timings, "first_token": timings["retrieval"], "total": timings["retrieval"]},
-            )
-            self.memory.add_turn(session_id, question, text)
-            return AnswerStream(sources, standalone, iter([text]), lambda _: answer)
+            total = (time.perf_counter() - started) * 1000
+            answer = record(abstention(reason, timings_ms={**timings, "first_token": total, "total": total}))
+            return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
 
-        if not sources:
+        if evidence is None or not evidence.units:
             return finish_without_model("no_sources")
         if top_score is not None and top_score < self.min_score_to_answer:
             return finish_without_model("weak_retrieval")
+        if evidence.best_score < self.min_evidence_to_answer:
+            return finish_without_model("weak_evidence")
 
-        prompt_sources = [PromptSource(s.number, s.title, s.section, s.text) for s in sources]
-        messages, prompt_sources = self._fit_context(question, prompt_sources, history)
-        shown = sources[: len(prompt_sources)]
-        first_token_at: list[float] = []
+        prompt_sources = [
+            PromptSource(number, units[0].heading, tuple(unit.text for unit in units))
+            for number, units in evidence.by_source().items()
+        ]
+        messages = answer_messages(standalone, prompt_sources, self.brand)
+        checker = DraftChecker({s.number: s.text for s in sources}, self.judge)
+        first_shown: list[float] = []
+        draft: list[str] = []
 
-        def deltas() -> Iterator[str]:
+        def model_deltas() -> Iterator[str]:
             for delta in self.chat_model.stream(messages):
-                if not first_token_at:
-                    first_token_at.append(time.perf_counter())
+                draft.append(delta)
                 yield delta
 
-        def finish(raw: str) -> AssistantAnswer:
-            ended = time.perf_counter()
-            checked = check_citations(raw, {s.number: s.text for s in shown})
-            reason: AbstainReason | None = None
-            if model_abstained(checked.text) or not checked.text.strip():
-                reason = "model_declined"
-            elif not checked.cited:
-                # Not one sentence can be traced to a source: do not show a guess to the client.
-                reason = "unsupported_answer"
-            declined = reason is not None
-            text = f"{ABSTAIN_SENTENCE} {self.settings.chat.handoff}" if declined else checked.text
-            by_number = {s.number: s for s in shown}
-            answer = AssistantAnswer(
-                text=text,
-                abstained=declined,
-                abstain_reason=reason,
-                citations=[] if declined else [by_number[n] for n in checked.cited],
-                sources=shown,
-                question=question,
-                standalone_question=standalone,
-                mode=mode,
-                top_score=top_score,
-                removed_citations=checked.removed,
-                attributed_citations=checked.attributed,
-                number_mismatches=[] if declined else checked.number_mismatches,
-                timings_ms={
-                    **timings,
-                    "first_token": ((first_token_at[0] if first_token_at else ended) - started) * 1000,
-                    "total": (ended - started) * 1000,
-                },
-            )
-            self.memory.add_turn(session_id, question, text)
-            return answer
+        def deltas() -> Iterator[str]:
+            for piece in checker.stream(model_deltas()):
+                if not first_shown:
+                    first_shown.append(time.perf_counter())
+                yield piece
 
-        return AnswerStream(shown, standalone, deltas(), finish)
+        def finish(shown: str) -> AssistantAnswer:
+            ended = time.perf_counter()
+            check = checker.result
+            by_number = {s.number: s for s in sources}
+            dropped = [f"{s.reason}: {s.text}" for s in check.sentences if not s.shown and s.text]
+            common = dict(
+                sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone,
+                mode=mode, top_score=top_score, evidence_score=evidence.best_score,
+                removed_citations=check.removed_citations, attributed_citations=check.attributed_citations,
+                number_mismatches=check.number_mismatches, dropped_sentences=dropped,
+            )  # fmt: skip
+            first = (first_shown[0] if first_shown else ended) - started
+            times = {**timings, "first_token": first * 1000, "total": (ended - started) * 1000}
+            if shown.strip() and check.cited:
+                return record(AssistantAnswer(
+                    text=shown.strip(), abstained=False, answer_path="generated",
+                    citations=[by_number[n] for n in check.cited], timings_ms=times, **common,
+                ))  # fmt: skip
+            if evidence.best_score >= self.min_evidence_for_extract:
+                text = extractive_answer(evidence, self.brand.strings.extractive_lead)
+                cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
+                return record(AssistantAnswer(
+                    text=text, abstained=False, answer_path="extractive",
+                    citations=[by_number[n] for n in cited], timings_ms=times, **common,
+                ))  # fmt: skip
+            reason: AbstainReason = "model_declined" if check.declined else "unsupported_answer"
+            return record(AssistantAnswer(
+                text=self.handoff_text(), abstained=True, abstain_reason=reason, answer_path="abstained",
+                timings_ms=times, **common,
+            ))  # fmt: skip
+
+        stream = AnswerStream(sources, standalone, deltas(), finish)
+        stream.model_draft = draft
+        return stream
 
     def answer(
         self,

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from assistant.brand import DEFAULT_PROFILE, BrandProfile
 from assistant.errors import SettingsError
 from retriever.scoring import ScoringMode
 
@@ -56,15 +57,31 @@ class LLMSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    index_dir: str = "indexes/knowledge_base"
-    documents_dir: str = "knowledge_base/documents"
-    top_k: int = Field(default=3, ge=1, le=20, description="Passages given to the LLM.")
+    index_dir: str | None = Field(default=None, description="None: the brand profile's index_dir.")
+    documents_dir: str | None = Field(
+        default=None, description="A folder of Markdown documents or a BEIR corpus.jsonl; None: the brand profile's."
+    )
+    top_k: int = Field(default=3, ge=1, le=20, description="Passages whose evidence is given to the LLM.")
+    evidence_units: int = Field(default=4, ge=1, le=20, description="Sentences, list items or table rows shown.")
     scoring: ScoringMode = ScoringMode.COLBERT_ATT
     min_score_to_answer: float | None = Field(
         default=None,
         ge=0.0,
         le=1.0,
         description="Below this normalised top score the assistant abstains; None = the calibrated value.",
+    )
+    min_evidence_to_answer: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Below this evidence score (question covered by the best unit) it abstains; None = calibrated.",
+    )
+    min_evidence_for_extract: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="A declined or unsupported draft is replaced by quoted evidence at or above this score; "
+        "None = calibrated.",
     )
 
 
@@ -74,15 +91,14 @@ class ChatSettings(BaseModel):
     max_message_chars: int = Field(default=2000, ge=10)
     memory_token_limit: int = Field(default=600, ge=0, description="Earlier turns kept per session, in LLM tokens.")
     max_sessions: int = Field(default=1000, ge=1, description="Least recently used sessions are forgotten first.")
-    handoff: str = (
-        "A client advisor will be glad to help: live chat 9:00–21:00 CET Monday to Saturday, "
-        "phone +33 1 84 60 19 11, or email care@corvane.example."
-    )
 
 
 class AssistantSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="forbid")
 
+    brand_profile: str = Field(
+        default=str(DEFAULT_PROFILE), description="YAML brand profile: the house, its documents, client strings."
+    )
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
@@ -97,6 +113,15 @@ class AssistantSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _ConfigFileSource(settings_cls)
+
+    def brand(self) -> BrandProfile:
+        return BrandProfile.load(self.brand_profile)
+
+    def index_dir(self, brand: BrandProfile) -> Path:
+        return brand.resolve(self.retrieval.index_dir or brand.index_dir)
+
+    def documents_path(self, brand: BrandProfile) -> Path:
+        return brand.resolve(self.retrieval.documents_dir or brand.documents)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> AssistantSettings:

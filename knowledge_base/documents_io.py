@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -95,6 +97,45 @@ def read_folder(folder: Path) -> tuple[list[KnowledgeDocument], list[str], set[s
         seen[document.id] = relative
         documents.append(document)
     return documents, errors, failed
+
+
+def read_corpus(path: Path) -> tuple[list[KnowledgeDocument], list[str], set[str]]:
+    """A BEIR `corpus.jsonl` (`_id`, `title`, `text`) as public documents, one per record; like `read_folder`."""
+    documents, errors, failed = [], [], set()
+    reviewed = dt.date.fromtimestamp(path.stat().st_mtime)
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{number}"
+            try:
+                record = json.loads(line)
+                title = str(record.get("title") or "").strip() or str(record["_id"])
+                text = str(record["text"])
+                documents.append(
+                    KnowledgeDocument(
+                        id=re.sub(r"[^a-z0-9-]+", "-", str(record["_id"]).lower()).strip("-") or f"record-{number}",
+                        title=title,
+                        category="article",
+                        audience="public",
+                        last_reviewed=reviewed,
+                        body=text if text.lstrip().startswith(title) else f"# {title}\n\n{text}",
+                        source_path=where,
+                    )
+                )
+            except (ValueError, KeyError, TypeError, ValidationError) as exc:
+                errors.append(f"{where}: not a corpus record with _id, title and text ({exc}).")
+                failed.add(where)
+    return documents, errors, failed
+
+
+def read_documents(source: Path) -> tuple[list[KnowledgeDocument], list[str], set[str]]:
+    """A folder of Markdown documents or a BEIR corpus.jsonl file."""
+    if source.is_dir():
+        return read_folder(source)
+    if source.is_file() and source.suffix == ".jsonl":
+        return read_corpus(source)
+    raise KnowledgeBaseError(f"{source} is neither a folder of .md documents nor a BEIR corpus.jsonl file.")
 
 
 def load_documents(root: Path = DOCUMENTS_DIR) -> list[KnowledgeDocument]:

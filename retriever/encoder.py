@@ -46,6 +46,8 @@ class _Tokenized:
     keep: list[bool]
     n_words: int
     truncated: bool
+    # (start, end) characters of each input id in the text; (0, 0) for special and marker tokens.
+    offsets: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _is_punctuation(token: str) -> bool:
@@ -116,11 +118,13 @@ class ColBERTAttEncoder:
         for text, ids, offsets in zip(texts, batch["input_ids"], batch["offset_mapping"], strict=True):
             last_end = max((end for _, end in offsets), default=0)
             truncated = bool(text[last_end:].strip())
+            offsets = [tuple(span) for span in offsets]
             if marker_id is not None:
                 ids = [ids[0], marker_id, *ids[1:]]
+                offsets = [offsets[0], (0, 0), *offsets[1:]]
             skip_punctuation = self.settings.skip_document_punctuation and not is_query
             keep = [not (skip_punctuation and tid in self._punctuation_ids and tid not in special_ids) for tid in ids]
-            result.append(_Tokenized(list(ids), keep, len(text[:last_end].split()), truncated))
+            result.append(_Tokenized(list(ids), keep, len(text[:last_end].split()), truncated, offsets))
         return result
 
     # ---- forward ------------------------------------------------------------------------------------------
@@ -263,6 +267,13 @@ class ColBERTAttEncoder:
     ) -> list[EncodedText]:
         """Encode once and read A in several ways (`EncodedText.variant_weights`), for attention ablations."""
         return self._encode(texts, is_query=is_query, progress=progress, variants=variants)
+
+    def document_token_spans(self, text: str) -> np.ndarray:
+        """(n, 2) character spans in `text` of the tokens `encode_documents([text])` keeps, in the same order;
+        (0, 0) for [CLS], [SEP] and the marker. Maps a stored token (a MaxSim winner) back to the words it is."""
+        item = self._tokenize([text], self.settings.document_max_tokens, self._document_marker_id, is_query=False)[0]
+        spans = [span for span, kept in zip(item.offsets, item.keep, strict=True) if kept]
+        return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
 
     def token_strings(self, token_ids: np.ndarray) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])

@@ -1,0 +1,197 @@
+"""Evidence: the few passage sentences that answer a question, found by the ColBERT-Att token alignment.
+
+A passage is cut into units a reader can quote on their own: sentences of a paragraph, list items, and table rows
+(rendered as "column: cell" pairs, since a bare row means nothing without its header). Each query word piece finds
+its most similar stored token in the passage (the MaxSim winner); the character spans of the stored tokens tell
+which unit that token is in. A unit's score is the attention-weighted mean, over the question's content word
+pieces, of their best similarity inside the unit (or inside the passage heading, which names what the unit is
+about). Units are then chosen greedily for how much of the question they newly cover, so two units that say the
+same thing are not both taken.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from bm25s.stopwords import STOPWORDS_EN
+
+from retriever.encoder import ColBERTAttEncoder, EncodedText
+from retriever.index import MultiVectorIndex
+
+STOPWORDS = frozenset(STOPWORDS_EN) | {"please", "thanks", "thank", "hi", "hello"}
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(€£$])")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_MARKDOWN_EMPHASIS = re.compile(r"\*\*|__|`")
+
+
+@dataclass(frozen=True)
+class PassageUnit:
+    """A quotable piece of a passage: `text` as shown to a reader, `start`/`end` its characters in the passage."""
+
+    start: int
+    end: int
+    text: str
+    kind: str  # "sentence", "list_item" or "table_row"
+
+
+@dataclass(frozen=True)
+class EvidenceUnit:
+    source_number: int  # the passage's number among the sources shown ([n] in the prompt)
+    position: int  # the unit's order inside its passage
+    heading: str
+    text: str
+    score: float  # share of the question's content this unit covers, in [0, 1]-ish (cosine based)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    units: list[EvidenceUnit]
+    # Per content word piece of the question: its best similarity anywhere in the chosen units.
+    coverage: np.ndarray
+    content_tokens: list[str]
+
+    @property
+    def best_score(self) -> float:
+        return max((unit.score for unit in self.units), default=0.0)
+
+    @property
+    def mean_coverage(self) -> float:
+        return float(self.coverage.mean()) if self.coverage.size else 0.0
+
+    @property
+    def min_coverage(self) -> float:
+        return float(self.coverage.min()) if self.coverage.size else 0.0
+
+    def by_source(self) -> dict[int, list[EvidenceUnit]]:
+        grouped: dict[int, list[EvidenceUnit]] = {}
+        for unit in sorted(self.units, key=lambda u: (u.source_number, u.position)):
+            grouped.setdefault(unit.source_number, []).append(unit)
+        return grouped
+
+
+def _plain(text: str) -> str:
+    return " ".join(_MARKDOWN_EMPHASIS.sub("", text).split())
+
+
+def _table_cells(line: str) -> list[str]:
+    return [_plain(cell) for cell in line.strip().strip("|").split("|")]
+
+
+def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
+    """(heading, units) of a knowledge-base chunk, whose first line is its "Title > Section" heading."""
+    heading_end = text.find("\n")
+    heading = text[:heading_end].strip() if heading_end >= 0 else ""
+    body_start = heading_end + 1 if heading_end >= 0 else 0
+    units: list[PassageUnit] = []
+    header: list[str] | None = None
+    offset = body_start
+    for line in text[body_start:].splitlines(keepends=True):
+        start, stripped = offset, line.strip()
+        offset += len(line)
+        if not stripped:
+            header = None
+            continue
+        end = start + len(line.rstrip("\n"))
+        if stripped.startswith("|"):
+            cells = _table_cells(stripped)
+            if all(set(cell) <= set("-: ") for cell in cells):
+                continue  # the |---|---| separator
+            if header is None:
+                header = cells
+                continue
+            pairs = [f"{name}: {cell}" if name else cell for name, cell in zip(header, cells, strict=False) if cell]
+            units.append(PassageUnit(start, end, "; ".join(pairs), "table_row"))
+            continue
+        header = None
+        if _LIST_ITEM.match(stripped):
+            units.append(PassageUnit(start, end, _plain(_LIST_ITEM.sub("", stripped)), "list_item"))
+            continue
+        position = 0
+        for sentence in _SENTENCE_END.split(line.rstrip("\n")):
+            at = line.find(sentence, position)
+            position = at + len(sentence)
+            if sentence.strip():
+                units.append(PassageUnit(start + at, start + position, _plain(sentence), "sentence"))
+    return heading, units
+
+
+def content_weights(encoder: ColBERTAttEncoder, query: EncodedText) -> tuple[np.ndarray, list[str]]:
+    """exp(A) of each query word piece that carries content; 0 for special tokens, [MASK], punctuation and
+    stop words, which match something in every passage and so say nothing about this one."""
+    tokens = encoder.token_strings(query.token_ids)
+    special = set(encoder.tokenizer.all_special_tokens)
+    weights = np.exp(np.asarray(query.weights, dtype=np.float64))
+    kept = []
+    for position, token in enumerate(tokens):
+        word = token.removeprefix("##")
+        if token in special or not any(c.isalnum() for c in word) or (word in STOPWORDS and not token.startswith("##")):
+            weights[position] = 0.0
+        else:
+            kept.append(token)
+    return weights, kept
+
+
+def select_evidence(
+    encoder: ColBERTAttEncoder,
+    query: EncodedText,
+    passages: Sequence[tuple[int, str, np.ndarray]],
+    max_units: int = 4,
+    min_relative_score: float = 0.8,
+    min_gain: float = 0.01,
+) -> Evidence:
+    """The units of `passages` that best answer `query`. Each passage is (number, text, similarities), the last
+    being its (query tokens, stored tokens) cosine matrix (`MultiVectorIndex.token_similarities`)."""
+    weights, content_tokens = content_weights(encoder, query)
+    mask = weights > 0
+    if not mask.any():
+        weights, mask = np.ones_like(weights), np.ones_like(weights, dtype=bool)
+    weights = weights[mask] / weights[mask].sum()
+
+    candidates: list[tuple[EvidenceUnit, np.ndarray]] = []
+    for number, text, similarities in passages:
+        heading, units = split_passage(text)
+        spans = encoder.document_token_spans(text)
+        similarity = np.asarray(similarities, dtype=np.float32)[mask]
+        if similarity.shape[1] != len(spans):
+            raise ValueError(
+                f"Source {number} has {similarity.shape[1]} stored tokens but its text tokenises to {len(spans)}: "
+                "the index was built with another encoder setting; rebuild it."
+            )
+        starts = spans[:, 0]
+        in_heading = (spans[:, 1] > 0) & (starts < len(heading))
+        heading_best = similarity[:, in_heading].max(axis=1) if in_heading.any() else np.zeros(len(weights))
+        for position, unit in enumerate(units):
+            inside = (spans[:, 1] > 0) & (starts >= unit.start) & (starts < unit.end)
+            if not inside.any():
+                continue
+            best = np.maximum(similarity[:, inside].max(axis=1), heading_best)
+            score = float(weights @ best)
+            candidates.append((EvidenceUnit(number, position, heading, unit.text, score), best))
+    if not candidates:
+        return Evidence([], np.zeros(0), content_tokens)
+
+    candidates.sort(key=lambda item: (-item[0].score, item[0].source_number, item[0].position))
+    floor = candidates[0][0].score * min_relative_score
+    chosen = [candidates[0]]
+    covered = candidates[0][1].copy()
+    for unit, best in candidates[1:]:
+        if len(chosen) == max_units or unit.score < floor:
+            break
+        gain = float(weights @ (np.maximum(covered, best) - covered))
+        if gain >= min_gain:
+            chosen.append((unit, best))
+            covered = np.maximum(covered, best)
+    return Evidence([unit for unit, _ in chosen], covered, content_tokens)
+
+
+def evidence_for(
+    index: MultiVectorIndex, question: str, passages: Sequence[tuple[int, str, str]], max_units: int = 4
+) -> Evidence:
+    """`select_evidence` for retrieved passages given as (number, node id, text): the question is encoded once and
+    aligned with each passage's stored tokens."""
+    query = index.encoder.encode_query(question)
+    aligned = [(number, text, index.token_similarities(query, node_id)) for number, node_id, text in passages]
+    return select_evidence(index.encoder, query, aligned, max_units=max_units)

@@ -1,0 +1,67 @@
+"""Evidence: passage lines found by the ColBERT-Att token alignment, on the real knowledge-base index."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.evidence import evidence_for, split_passage
+from retriever.index import MultiVectorIndex
+
+TABLE_PASSAGE = """Caring for Belts > Overfilling
+
+Leather stretches. It does not shrink back.
+
+| Piece | Designed capacity |
+|---|---|
+| Miro wallet (long) | 12 cards; up to 20 notes |
+
+- Keep **one card** per slot.
+1. Empty the wallet every few weeks."""
+
+
+def test_a_passage_splits_into_quotable_units():
+    heading, units = split_passage(TABLE_PASSAGE)
+    assert heading == "Caring for Belts > Overfilling"
+    assert [u.kind for u in units] == ["sentence", "sentence", "table_row", "list_item", "list_item"]
+    # A table row keeps its column names; Markdown emphasis and list markers are gone.
+    assert units[2].text == "Piece: Miro wallet (long); Designed capacity: 12 cards; up to 20 notes"
+    assert units[3].text == "Keep one card per slot."
+    assert units[4].text == "Empty the wallet every few weeks."
+    for unit in units:
+        assert TABLE_PASSAGE[unit.start : unit.end].strip()
+
+
+def test_stored_tokens_map_back_to_their_words(knowledge_base_index, encoder):
+    index = MultiVectorIndex.load(knowledge_base_index, encoder=encoder)
+    document = index.get(index.document_ids()[0])
+    spans = encoder.document_token_spans(document.text)
+    assert len(spans) == len(document.token_ids)
+    words = [document.text[start:end].lower() for start, end in spans if end > 0]
+    pieces = [t.removeprefix("##") for t in encoder.token_strings(document.token_ids) if t not in ("[CLS]", "[SEP]")]
+    assert len(words) == len(pieces)
+    # The uncased tokenizer strips accents ("orée" is "oree"); every ASCII word comes back exactly.
+    assert all(word == piece for word, piece in zip(words, pieces, strict=True) if word.isascii())
+
+
+@pytest.fixture(scope="module")
+def kb_index(knowledge_base_index, encoder) -> MultiVectorIndex:
+    return MultiVectorIndex.load(knowledge_base_index, encoder=encoder)
+
+
+def test_the_table_row_that_answers_is_chosen(kb_index):
+    question = "How many cards fit in the long Miro wallet?"
+    hits = kb_index.search(question, top_k=3)
+    evidence = evidence_for(kb_index, question, [(n, h.id, h.text) for n, h in enumerate(hits, start=1)])
+    best = max(evidence.units, key=lambda unit: unit.score)
+    assert "12 cards" in best.text and "Miro wallet (long)" in best.text
+    assert len(evidence.units) <= 4
+    # Evidence is a few lines, far shorter than the three passages it was taken from.
+    assert sum(len(u.text) for u in evidence.units) < 0.5 * sum(len(h.text) for h in hits)
+
+
+def test_evidence_for_an_unrelated_question_scores_lower(kb_index):
+    def best(question: str) -> float:
+        hits = kb_index.search(question, top_k=3)
+        return evidence_for(kb_index, question, [(n, h.id, h.text) for n, h in enumerate(hits, start=1)]).best_score
+
+    assert best("How should I store my pearls?") > best("Can I bring my car in for an oil change?")
