@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.llms import LLM
 
 from assistant.bundled_models import bundled_model_path
-from assistant.errors import LLMBackendError, ModelFileError
+from assistant.errors import AssistantError, LLMBackendError, ModelFileError
 from assistant.settings import LLMBackend, LLMSettings
 
 logger = logging.getLogger(__name__)
@@ -97,6 +100,60 @@ def _ollama(settings: LLMSettings) -> LLM:
     )
 
 
+class GenerationCancelled(AssistantError):
+    """A generation was stopped before its end: the client went away, its deadline passed or the app is stopping."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"The generation was stopped ({reason}).")
+        self.reason = reason
+
+
+class Cancellation:
+    """Whoever waits for a generation sets this (client gone, shutdown); a deadline sets it by itself. The model
+    checks it while waiting for its lock and between tokens, so a stopped request frees the model within a token."""
+
+    def __init__(self, deadline_s: float | None = None):
+        self._event = threading.Event()
+        self.deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        self.reason: str | None = None
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        if not self._event.is_set() and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.cancel("deadline")
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise GenerationCancelled(self.reason or "cancelled")
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds or until cancelled; True when cancelled."""
+        if self.deadline is not None:
+            timeout = max(0.0, min(timeout, self.deadline - time.monotonic()))
+        self._event.wait(timeout)
+        return self.cancelled
+
+
+_current_cancellation: ContextVar[Cancellation | None] = ContextVar("current_cancellation", default=None)
+
+
+@contextmanager
+def cancellation_scope(cancellation: Cancellation) -> Iterator[Cancellation]:
+    """Every `ChatModel` call made inside this block (in this thread or task) stops when `cancellation` is set,
+    also those a caller makes deep inside the assistant without passing `cancel=` along."""
+    token = _current_cancellation.set(cancellation)
+    try:
+        yield cancellation
+    finally:
+        _current_cancellation.reset(token)
+
+
 class ChatModel:
     """The LlamaIndex LLM plus what the assistant needs around it: a token counter for the context budget and
     a lock, because one llama.cpp context cannot serve two generations at once."""
@@ -121,19 +178,49 @@ class ChatModel:
     def context_window(self) -> int:
         return self.llm.metadata.context_window
 
+    @property
+    def busy(self) -> bool:
+        """True while a generation holds the model."""
+        return self._lock.locked()
+
     def count_tokens(self, text: str) -> int:
         model = getattr(self.llm, "_model", None)
         if model is not None and hasattr(model, "tokenize"):
-            return len(model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+            return len(model.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=True))
         # Remote models: about 3.5 characters per token for English, rounded up to stay inside the window.
         return len(text) * 2 // 7 + 1
 
-    def stream(self, messages: Sequence[ChatMessage]) -> Iterator[str]:
-        """Text deltas of the reply; the model is held for the whole generation."""
-        with self._lock:
-            for chunk in self.llm.stream_chat(list(messages)):
-                if chunk.delta:
-                    yield chunk.delta
+    def _acquire(self, cancel: Cancellation | None) -> None:
+        if cancel is None:
+            self._lock.acquire()
+            return
+        while not self._lock.acquire(timeout=0.05):
+            cancel.check()
 
-    def complete(self, messages: Sequence[ChatMessage]) -> str:
-        return "".join(self.stream(messages))
+    def stream(self, messages: Sequence[ChatMessage], cancel: Cancellation | None = None) -> Iterator[str]:
+        """Text deltas of the reply; the model is held for the whole generation.
+
+        `cancel` (or the one of an enclosing `cancellation_scope`) stops the generation between tokens with
+        `GenerationCancelled`; closing this generator stops it too. Either way the model is released at once."""
+        cancel = cancel or _current_cancellation.get()
+        self._acquire(cancel)
+        try:
+            if cancel is not None:
+                cancel.check()
+            chunks = self.llm.stream_chat(list(messages))
+            try:
+                for chunk in chunks:
+                    if cancel is not None:
+                        cancel.check()
+                    if chunk.delta:
+                        yield chunk.delta
+            finally:
+                # Stops llama.cpp (or closes the HTTP stream of a remote model) when we leave early.
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            self._lock.release()
+
+    def complete(self, messages: Sequence[ChatMessage], cancel: Cancellation | None = None) -> str:
+        return "".join(self.stream(messages, cancel=cancel))
