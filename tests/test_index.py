@@ -229,7 +229,7 @@ def test_a_newer_format_is_refused_with_both_versions(small_index, tmp_path):
     manifest = json.loads(manifest_path.read_text())
     manifest["format_version"] = 99
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(IndexMismatchError, match="format 99, newer than this code's format 1"):
+    with pytest.raises(IndexMismatchError, match="format 99, newer than this code's format 2"):
         MultiVectorIndex.load(tmp_path / "idx", encoder=small_index.encoder)
 
 

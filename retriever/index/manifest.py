@@ -30,6 +30,10 @@ float32 (`scoring.py`), so only the choice of d_w sees bfloat16 rounding in the 
 
 Files of older generations are deleted only after the new manifest is in place, so a writer killed at any
 point leaves the previous generation loadable.
+
+Every data file's sha256 is in the manifest (format 2), checked when the index is loaded (`integrity.py` says
+which files are hashed before `load` returns and which in the background). Format 1 manifests have no checksums:
+they still load, with a warning, and the next write of the index adds them.
 """
 
 from __future__ import annotations
@@ -37,11 +41,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from retriever.settings import IndexSettings
 
-FORMAT_VERSION = 1
+# 2: every data file carries its sha256. A reader of format 1 would refuse the new field as "not a valid index";
+# the version number makes it say "newer format" instead.
+FORMAT_VERSION = 2
+FIRST_FORMAT_WITH_CHECKSUMS = 2
 MANIFEST_NAME = "manifest.json"
 
 
@@ -58,6 +65,7 @@ class DataFile(BaseModel):
 
     name: str
     bytes: int = Field(ge=0)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # None only in format 1 manifests
 
 
 class IndexManifest(BaseModel):
@@ -75,3 +83,17 @@ class IndexManifest(BaseModel):
     token_count: int = Field(ge=0)
     next_slot: int = Field(ge=0)
     files: dict[str, DataFile]
+
+    @model_validator(mode="after")
+    def _checksums_present(self) -> IndexManifest:
+        if self.format_version >= FIRST_FORMAT_WITH_CHECKSUMS:
+            missing = sorted(entry.name for entry in self.files.values() if entry.sha256 is None)
+            if missing:
+                raise ValueError(
+                    f"format {self.format_version} needs a sha256 for every file, {', '.join(missing)} has none"
+                )
+        return self
+
+    @property
+    def has_checksums(self) -> bool:
+        return all(entry.sha256 is not None for entry in self.files.values())

@@ -3,7 +3,6 @@ in-place add / upsert / delete, metadata pre-filters, and atomic persistence."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,11 +27,13 @@ from retriever.index.compression import (
     default_centroid_count,
     prune_by_attention,
 )
-from retriever.index.manifest import MANIFEST_NAME, IndexManifest, ModelIdentity
+from retriever.index.integrity import IntegrityCheck, Verification, unusable
+from retriever.index.manifest import IndexManifest, ModelIdentity
 from retriever.index.storage import (
     FileWriter,
     faiss_writer,
     jsonl_writer,
+    next_generation,
     npy_rows_writer,
     npy_writer,
     read_document_lines,
@@ -53,6 +54,8 @@ VECTOR_AFFECTING_FIELDS = (
     "skip_document_punctuation",
 )
 _EXACT_SCORING_CHUNK = 1024
+# Files `load` memory-maps rather than reads: their checksums may be verified in the background (`integrity.py`).
+MEMORY_MAPPED_FILES = {"vectors", "centroid_ids", "codes", "weights", "token_ids"}
 
 
 class DocumentInput(BaseModel):
@@ -140,6 +143,7 @@ class MultiVectorIndex:
         self._created_at = datetime.now(UTC)
         self._version = 0  # bumped by every change; keys the filter cache
         self._allowed_cache: dict[str, np.ndarray] = {}
+        self._integrity: IntegrityCheck | None = None  # set by load()
 
     # ---- inspection ---------------------------------------------------------------------------------------
 
@@ -430,6 +434,8 @@ class MultiVectorIndex:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
         mode = ScoringMode(mode)
+        if self._integrity is not None:
+            self._integrity.raise_if_failed()  # a memory-mapped file failed its background checksum
         encoded = self.encoder.encode_query(query) if isinstance(query, str) else query
         if not self._documents:
             return []
@@ -521,12 +527,6 @@ class MultiVectorIndex:
     def persist(self, directory: str | Path) -> IndexManifest:
         """Write the index to `directory` atomically: a reader always sees the previous or the new state."""
         directory = Path(directory)
-        previous_generation = 0
-        if (directory / MANIFEST_NAME).is_file():
-            try:
-                previous_generation = json.loads((directory / MANIFEST_NAME).read_text()).get("generation", 0)
-            except (json.JSONDecodeError, AttributeError):
-                previous_generation = 0
         ordered = [self._documents[s] for s in sorted(self._documents)]
         token_count = sum(len(d.weights) for d in ordered)
         if self.compressed:
@@ -558,7 +558,7 @@ class MultiVectorIndex:
             ),
         )
         manifest = IndexManifest(
-            generation=int(previous_generation) + 1,
+            generation=next_generation(directory),
             created_at=self._created_at,
             model=self.model_identity(),
             settings=self.settings,
@@ -603,13 +603,18 @@ class MultiVectorIndex:
         directory: str | Path,
         encoder: ColBERTAttEncoder | None = None,
         candidate_settings: CandidateSettings | None = None,
+        verification: Verification | str = Verification.AUTO,
     ) -> MultiVectorIndex:
-        """Load the last complete generation. Fails clearly on a different model or encoder settings.
+        """Load the last complete generation. Fails clearly on a different model or encoder settings, and with
+        IndexCorruptError on a file that is missing, resized or fails its checksum (`verification`: when the
+        memory-mapped token arrays are hashed, see `integrity.py`; `wait_verified()` waits for a background check).
 
         `candidate_settings` (nprobe, neighbours, re-rank depth...) default to `CandidateSettings()`.
         """
         directory = Path(directory)
         manifest = read_manifest(directory)
+        # Checked before an encoder is built: a damaged index is reported at once, in one line.
+        integrity = IntegrityCheck.start(directory, manifest, MEMORY_MAPPED_FILES, Verification(verification))
         if encoder is None:
             encoder = ColBERTAttEncoder(manifest.settings.encoder)
         _check_compatible(directory, manifest, encoder)
@@ -619,6 +624,7 @@ class MultiVectorIndex:
         index = cls(encoder, settings)
         index._created_at = manifest.created_at
         index._next_slot = manifest.next_slot
+        index._integrity = integrity
         files = {key: directory / entry.name for key, entry in manifest.files.items()}
         try:
             lines = read_document_lines(files["documents"])
@@ -636,19 +642,35 @@ class MultiVectorIndex:
             if not index.compressed:
                 index._candidates = TokenCandidateIndex.read(files["faiss"], settings.candidates.ivf_nprobe)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise IndexCorruptError(f"{directory}: cannot read index data ({exc}). Rebuild the index.") from exc
+            raise unusable(directory, f"{directory}: cannot read index data ({exc}).") from exc
         lengths = {key: len(column) for key, column in columns.items()}
         if any(n != manifest.token_count for n in lengths.values()) or len(lines) != manifest.document_count:
-            raise IndexCorruptError(
+            raise unusable(
+                directory,
                 f"{directory}: data does not match the manifest (rows per token array {lengths}, {len(lines)} "
-                f"documents; manifest says {manifest.token_count} tokens, {manifest.document_count} documents)."
+                f"documents; manifest says {manifest.token_count} tokens, {manifest.document_count} documents).",
             )
+        try:
+            index._add_loaded_documents(lines, columns)
+        except (KeyError, TypeError, ValueError) as exc:  # only if an old index without checksums is damaged
+            raise unusable(directory, f"{files['documents']}: a document line is malformed ({exc!r}).") from exc
+        if index.token_count != manifest.token_count:
+            raise unusable(directory, f"{directory}: token counts in documents and token arrays disagree.")
+        if index._candidates is not None and index._candidates.ntotal != manifest.token_count:
+            raise unusable(directory, f"{directory}: the FAISS index and the token arrays disagree on token counts.")
+        return index
+
+    def wait_verified(self, timeout: float | None = None) -> bool:
+        """Wait for a background checksum check of the loaded files (True when done; IndexCorruptError if failed)."""
+        return True if self._integrity is None else self._integrity.wait(timeout)
+
+    def _add_loaded_documents(self, lines: list[dict], columns: dict[str, Any]) -> None:
         offset = 0
         for line in lines:
             end = offset + int(line["n_tokens"])
             part = {key: column[offset:end] for key, column in columns.items()}
             compressed = None
-            if index.compressed and part:
+            if self.compressed and part:
                 compressed = CompressedTokens(centroid_ids=part["centroid_ids"], codes=part["codes"])
             document = StoredDocument(
                 slot=int(line["slot"]),
@@ -661,14 +683,9 @@ class MultiVectorIndex:
                 token_ids=part.get("token_ids", np.zeros(0, np.int32)),
                 compressed=compressed,
             )
-            index._documents[document.slot] = document
-            index._slot_by_id[document.id] = document.slot
+            self._documents[document.slot] = document
+            self._slot_by_id[document.id] = document.slot
             offset = end
-        if offset != manifest.token_count:
-            raise IndexCorruptError(f"{directory}: token counts in documents and token arrays disagree.")
-        if index._candidates is not None and index._candidates.ntotal != manifest.token_count:
-            raise IndexCorruptError(f"{directory}: the FAISS index and the token arrays disagree on token counts.")
-        return index
 
     def _load_compressed(self, files: dict[str, Path], has_tokens: bool) -> dict[str, Any]:
         """Memory-map the compressed token arrays (read-only) and read the codebooks and centroid lists."""

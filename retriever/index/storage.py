@@ -14,6 +14,7 @@ import torch
 from pydantic import ValidationError
 
 from retriever.errors import IndexCorruptError, IndexMismatchError
+from retriever.index.integrity import file_sha256, unusable
 from retriever.index.manifest import FORMAT_VERSION, MANIFEST_NAME, DataFile, IndexManifest
 
 _GENERATION_FILE = re.compile(r"^[a-z_]+\.g(\d+)\.[a-z]+$")
@@ -30,7 +31,8 @@ def _fsync_path(path: Path) -> None:
 def _write_file(path: Path, writer: Callable[[Path], None]) -> DataFile:
     writer(path)
     _fsync_path(path)
-    return DataFile(name=path.name, bytes=path.stat().st_size)
+    # Hashed from disk after the fsync, so the checksum is of the bytes a reader will get.
+    return DataFile(name=path.name, bytes=path.stat().st_size, sha256=file_sha256(path))
 
 
 def generation_file(directory: Path, stem: str, generation: int, extension: str) -> Path:
@@ -38,6 +40,7 @@ def generation_file(directory: Path, stem: str, generation: int, extension: str)
 
 
 def read_manifest(directory: Path) -> IndexManifest:
+    """The manifest, checked against the files it names (present, right size); checksums are `integrity.py`'s."""
     manifest_path = directory / MANIFEST_NAME
     if not directory.is_dir():
         raise IndexCorruptError(f"Index directory {directory} does not exist. Build one first (`colbert-att build`).")
@@ -48,7 +51,7 @@ def read_manifest(directory: Path) -> IndexManifest:
     try:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexCorruptError(f"{manifest_path} is not valid JSON ({exc}). Rebuild the index.") from exc
+        raise unusable(directory, f"{manifest_path}: the manifest is not valid JSON ({exc}).") from exc
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
         raise IndexMismatchError(
@@ -58,16 +61,38 @@ def read_manifest(directory: Path) -> IndexManifest:
     try:
         manifest = IndexManifest.model_validate(raw)
     except ValidationError as exc:
-        raise IndexCorruptError(f"{manifest_path} does not describe a valid index: {exc}") from exc
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'manifest'}: {error['msg']}" for error in exc.errors()[:3]
+        )
+        raise unusable(
+            directory, f"{manifest_path}: the manifest does not describe a valid index ({problems})."
+        ) from exc
     for key, entry in manifest.files.items():
         path = directory / entry.name
         if not path.is_file():
-            raise IndexCorruptError(f"{directory}: the {key} file {entry.name} named in the manifest is missing.")
-        if path.stat().st_size != entry.bytes:
-            raise IndexCorruptError(
-                f"{directory}: {entry.name} has {path.stat().st_size} bytes, the manifest says {entry.bytes}."
-            )
+            raise unusable(directory, f"{path}: the {key} file named in the manifest is missing.")
+        size = path.stat().st_size
+        if size != entry.bytes:
+            what = "truncated" if size < entry.bytes else "longer than written"
+            raise unusable(directory, f"{path}: {what} ({size} bytes, the manifest says {entry.bytes}).")
     return manifest
+
+
+def next_generation(directory: Path) -> int:
+    """One past the newest generation in `directory`, from the manifest and from the files themselves: a damaged
+    manifest must not make a rebuild write over files that a reader may still have memory-mapped."""
+    newest = 0
+    try:
+        raw = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+        newest = int(raw["generation"]) if isinstance(raw, dict) else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent or damaged: the files still tell
+    if directory.is_dir():
+        for path in directory.iterdir():
+            match = _GENERATION_FILE.match(path.name)
+            if match:
+                newest = max(newest, int(match.group(1)))
+    return newest + 1
 
 
 FileWriter = Callable[[Path], None]
@@ -143,9 +168,9 @@ def remove_other_generations(directory: Path, keep_generation: int) -> None:
 def read_document_lines(path: Path) -> list[dict]:
     lines = []
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
+        try:
+            for line in handle:
                 lines.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise IndexCorruptError(f"{path}, line {number}: not valid JSON ({exc}).") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise unusable(path.parent, f"{path}, line {len(lines) + 1}: not valid JSON ({exc}).") from exc
     return lines
