@@ -5,6 +5,10 @@
 Chunk ids come from the chunk text, so an unchanged file yields the same ids and nothing is encoded; a changed
 file re-encodes only its changed chunks; a deleted file's chunks leave the index. A file that cannot be read
 is reported with its name (and line) and its previously indexed chunks are left exactly as they were.
+
+An index that cannot be used (a damaged or missing file, a checksum that does not match, another encoder) is
+rebuilt from the documents, with a warning in the log: it is derived data and every source is in the folder.
+`load_or_rebuild` does this and returns the index ready to search, for the app's start-up.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from knowledge_base.chunking import DEFAULT_MAX_TOKENS, chunk_document
 from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, read_folder
 from retriever.cli import encoding_progress
 from retriever.encoder import ColBERTAttEncoder
-from retriever.errors import ColBERTAttError, IndexMismatchError
+from retriever.errors import ColBERTAttError, IndexCorruptError, IndexMismatchError
 from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.index.integrity import Verification
+from retriever.index.storage import read_manifest
 from retriever.settings import EncoderSettings, IndexSettings
 
 logger = logging.getLogger(__name__)
@@ -39,6 +45,7 @@ class IngestReport:
     metadata_updated: int = 0
     unchanged: int = 0
     errors: list[str] = field(default_factory=list)
+    rebuilt_because: str | None = None  # why the previous index could not be used, when it was rebuilt
 
     @property
     def changed(self) -> bool:
@@ -88,38 +95,65 @@ def ingest(
     index_dir: Path = DEFAULT_INDEX_DIR,
     encoder: ColBERTAttEncoder | None = None,
     show_progress: bool = False,
+    rebuild: bool = False,
 ) -> IngestReport:
     """Bring the index at `index_dir` in line with the folder; writes only when something changed."""
+    return load_or_rebuild(documents_dir, index_dir, encoder, show_progress, rebuild)[1]
+
+
+def load_or_rebuild(
+    documents_dir: Path = DOCUMENTS_DIR,
+    index_dir: Path = DEFAULT_INDEX_DIR,
+    encoder: ColBERTAttEncoder | None = None,
+    show_progress: bool = False,
+    rebuild: bool = False,
+) -> tuple[MultiVectorIndex, IngestReport]:
+    """The knowledge-base index, in line with the folder and verified, ready to search.
+
+    An index that cannot be used is rebuilt from the documents (logged, and said in `report.rebuilt_because`);
+    `rebuild` rebuilds it regardless. Raises KnowledgeBaseError only when the documents themselves are missing.
+    """
     if not documents_dir.is_dir():
         raise KnowledgeBaseError(f"Documents folder {documents_dir} does not exist.")
     encoder = encoder or ColBERTAttEncoder(EncoderSettings())
     index = MultiVectorIndex(encoder, IndexSettings(encoder=encoder.settings))
-    if (index_dir / "manifest.json").is_file():
+    has_manifest = (index_dir / "manifest.json").is_file()
+    rebuilt_because = "asked to rebuild" if rebuild and has_manifest else None
+    up_to_date_format = True
+    if has_manifest and not rebuild:
         try:
-            index = MultiVectorIndex.load(index_dir, encoder=encoder)
-        except IndexMismatchError as exc:
-            # The index is derived data and every source document is here: rebuild it for today's encoder.
-            logger.warning("Rebuilding %s from the documents: %s", index_dir, exc)
+            # Every file hashed before use: the knowledge base is small, and its text is shown to clients.
+            index = MultiVectorIndex.load(index_dir, encoder=encoder, verification=Verification.FULL)
+            up_to_date_format = read_manifest(index_dir).has_checksums
+        except (IndexMismatchError, IndexCorruptError) as exc:
+            # The index is derived data and every source document is here: rebuild it.
+            rebuilt_because = str(exc)
+            logger.warning("Rebuilding %s from the documents %s: %s", index_dir, documents_dir, exc)
     nodes, errors, failed = chunk_folder(documents_dir, index.encoder)
     new_count = len({n.node_id for n in nodes} - set(index.document_ids()))
     with encoding_progress(new_count, "Encoding chunks") if show_progress else nullcontext(None) as advance:
         report = sync_index(index, nodes, failed, progress=advance)
     report.errors = errors
-    if report.changed or not (index_dir / "manifest.json").is_file():
+    report.rebuilt_because = rebuilt_because
+    # An index written before checksums existed is written again to gain them.
+    if report.changed or not has_manifest or rebuilt_because or not up_to_date_format:
         index.persist(index_dir)
-    return report
+    return index, report
 
 
 def main(
     documents: Annotated[Path, typer.Option(help="Folder of Markdown documents.")] = DOCUMENTS_DIR,
     index_dir: Annotated[Path, typer.Option(help="Index directory (created or updated).")] = DEFAULT_INDEX_DIR,
+    rebuild: Annotated[bool, typer.Option(help="Encode every document again, even if the index looks sound.")] = False,
 ) -> None:
-    """Build or update the knowledge-base index from the documents folder."""
+    """Build or update the knowledge-base index from the documents folder (rebuilt if it cannot be used)."""
     try:
-        report = ingest(documents, index_dir, show_progress=True)
+        report = ingest(documents, index_dir, show_progress=True, rebuild=rebuild)
     except ColBERTAttError as exc:
         console.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(code=2) from exc
+    if report.rebuilt_because:
+        console.print(f"Rebuilt from the documents: {report.rebuilt_because}", markup=False)
     for error in report.errors:
         console.print(f"[red]Skipped:[/red] {error}")
     console.print(
