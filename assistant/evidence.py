@@ -4,9 +4,10 @@ A passage is cut into units a reader can quote on their own: sentences of a para
 (rendered as "column: cell" pairs, since a bare row means nothing without its header). Each query word piece finds
 its most similar stored token in the passage (the MaxSim winner); the character spans of the stored tokens tell
 which unit that token is in. A unit's score is the attention-weighted mean, over the question's content word
-pieces, of their best similarity inside the unit (or inside the passage heading, which names what the unit is
-about). Units are then chosen greedily for how much of the question they newly cover, so two units that say the
-same thing are not both taken.
+pieces, of their best similarity inside the unit or (at half weight) inside the passage heading, which names what
+the unit is about. Units are then chosen greedily for how much of the question they newly cover, so two units that
+say the same thing are not both taken. Settings chosen on the calibration half of the labelled questions (share
+of questions whose labelled facts are all inside the chosen units, and prompt length): benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -138,9 +139,9 @@ def select_evidence(
     encoder: ColBERTAttEncoder,
     query: EncodedText,
     passages: Sequence[tuple[int, str, np.ndarray]],
-    max_units: int = 4,
-    min_relative_score: float = 0.8,
+    max_units: int = 6,
     min_gain: float = 0.01,
+    heading_weight: float = 0.5,
 ) -> Evidence:
     """The units of `passages` that best answer `query`. Each passage is (number, text, similarities), the last
     being its (query tokens, stored tokens) cosine matrix (`MultiVectorIndex.token_similarities`)."""
@@ -162,7 +163,9 @@ def select_evidence(
             )
         starts = spans[:, 0]
         in_heading = (spans[:, 1] > 0) & (starts < len(heading))
-        heading_best = similarity[:, in_heading].max(axis=1) if in_heading.any() else np.zeros(len(weights))
+        heading_best = heading_weight * (
+            similarity[:, in_heading].max(axis=1) if in_heading.any() else np.zeros(len(weights))
+        )
         for position, unit in enumerate(units):
             inside = (spans[:, 1] > 0) & (starts >= unit.start) & (starts < unit.end)
             if not inside.any():
@@ -174,11 +177,10 @@ def select_evidence(
         return Evidence([], np.zeros(0), content_tokens)
 
     candidates.sort(key=lambda item: (-item[0].score, item[0].source_number, item[0].position))
-    floor = candidates[0][0].score * min_relative_score
     chosen = [candidates[0]]
     covered = candidates[0][1].copy()
     for unit, best in candidates[1:]:
-        if len(chosen) == max_units or unit.score < floor:
+        if len(chosen) == max_units:
             break
         gain = float(weights @ (np.maximum(covered, best) - covered))
         if gain >= min_gain:
@@ -188,7 +190,7 @@ def select_evidence(
 
 
 def evidence_for(
-    index: MultiVectorIndex, question: str, passages: Sequence[tuple[int, str, str]], max_units: int = 4
+    index: MultiVectorIndex, question: str, passages: Sequence[tuple[int, str, str]], max_units: int = 6
 ) -> Evidence:
     """`select_evidence` for retrieved passages given as (number, node id, text): the question is encoded once and
     aligned with each passage's stored tokens."""

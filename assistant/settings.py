@@ -62,7 +62,7 @@ class RetrievalSettings(BaseModel):
         default=None, description="A folder of Markdown documents or a BEIR corpus.jsonl; None: the brand profile's."
     )
     top_k: int = Field(default=3, ge=1, le=20, description="Passages whose evidence is given to the LLM.")
-    evidence_units: int = Field(default=4, ge=1, le=20, description="Sentences, list items or table rows shown.")
+    evidence_units: int = Field(default=6, ge=1, le=20, description="Sentences, list items or table rows shown.")
     scoring: ScoringMode = ScoringMode.COLBERT_ATT
     min_score_to_answer: float | None = Field(
         default=None,
