@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import threading
@@ -154,6 +156,59 @@ def cancellation_scope(cancellation: Cancellation) -> Iterator[Cancellation]:
         _current_cancellation.reset(token)
 
 
+class _AbortFlag:
+    """Lets a cancellation stop llama.cpp inside a forward pass, the prompt's included (reading a long prompt takes
+    seconds on a small CPU, and no token boundary comes until it is done).
+
+    llama.cpp polls an abort callback after every node of the compute graph, hundreds of times per token, from its
+    own threads. A Python callback would need the GIL each time and slow generation whenever another thread runs
+    Python; instead the callback is C's `strlen` over a two-byte buffer: "\0\0" reads as 0 (go on), "x\0" as 1
+    (abort), with no Python involved. `available` is False where the C library cannot be found."""
+
+    def __init__(self, llama: object):
+        self._buffer = ctypes.create_string_buffer(2)
+        self.available = False
+        try:
+            import llama_cpp
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+            self._callback = ctypes.cast(libc.strlen, llama_cpp.ggml_abort_callback)
+            llama_cpp.llama_set_abort_callback(
+                llama._ctx.ctx,  # type: ignore[attr-defined]
+                self._callback,
+                ctypes.cast(self._buffer, ctypes.c_void_p),
+            )
+            self.available = True
+        except (AttributeError, ImportError, OSError):
+            logger.info("llama.cpp abort callback unavailable: a cancellation waits for the current forward pass.")
+
+    def set(self, abort: bool) -> None:
+        self._buffer[0] = b"x" if abort else b"\0"
+
+
+class _AbortWatcher:
+    """For one generation: a thread that raises the abort flag once `cancel` is set or its deadline passes."""
+
+    def __init__(self, cancel: Cancellation, flag: _AbortFlag):
+        self._flag = flag
+        self._finished = threading.Event()
+        flag.set(False)
+        self._thread = threading.Thread(target=self._run, args=(cancel,), name="generation-abort", daemon=True)
+        self._thread.start()
+
+    def _run(self, cancel: Cancellation) -> None:
+        while not self._finished.is_set():
+            if cancel.wait(0.05):
+                self._flag.set(True)
+                return
+
+    def stop(self) -> None:
+        """End the watch; the flag is lowered only once the thread can no longer raise it."""
+        self._finished.set()
+        self._thread.join()
+        self._flag.set(False)
+
+
 class ChatModel:
     """The LlamaIndex LLM plus what the assistant needs around it: a token counter for the context budget and
     a lock, because one llama.cpp context cannot serve two generations at once."""
@@ -162,6 +217,8 @@ class ChatModel:
         self.llm = llm
         self.settings = settings
         self._lock = threading.Lock()
+        model = getattr(llm, "_model", None)
+        self._abort = _AbortFlag(model) if model is not None and hasattr(model, "_ctx") else None
 
     @classmethod
     def from_settings(cls, settings: LLMSettings) -> ChatModel:
@@ -200,10 +257,12 @@ class ChatModel:
     def stream(self, messages: Sequence[ChatMessage], cancel: Cancellation | None = None) -> Iterator[str]:
         """Text deltas of the reply; the model is held for the whole generation.
 
-        `cancel` (or the one of an enclosing `cancellation_scope`) stops the generation between tokens with
-        `GenerationCancelled`; closing this generator stops it too. Either way the model is released at once."""
+        `cancel` (or the one of an enclosing `cancellation_scope`) stops the generation with `GenerationCancelled`:
+        between tokens, and for the embedded model also inside a forward pass. Closing this generator stops it
+        too. Either way the model is released at once."""
         cancel = cancel or _current_cancellation.get()
         self._acquire(cancel)
+        watcher = self._watch(cancel) if cancel is not None and self._abort is not None else None
         try:
             if cancel is not None:
                 cancel.check()
@@ -214,13 +273,24 @@ class ChatModel:
                         cancel.check()
                     if chunk.delta:
                         yield chunk.delta
+            except RuntimeError:
+                # llama.cpp reports an aborted forward pass as "llama_decode returned 2".
+                if cancel is not None and cancel.cancelled:
+                    raise GenerationCancelled(cancel.reason or "cancelled") from None
+                raise
             finally:
                 # Stops llama.cpp (or closes the HTTP stream of a remote model) when we leave early.
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()
         finally:
+            if watcher is not None:
+                watcher.stop()
             self._lock.release()
+
+    def _watch(self, cancel: Cancellation) -> _AbortWatcher:
+        assert self._abort is not None
+        return _AbortWatcher(cancel, self._abort)
 
     def complete(self, messages: Sequence[ChatMessage], cancel: Cancellation | None = None) -> str:
         return "".join(self.stream(messages, cancel=cancel))
