@@ -4,12 +4,15 @@ answer can be traced back to retrieval."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
 from assistant import AssistantAnswer
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns (
@@ -36,13 +39,22 @@ CREATE TABLE IF NOT EXISTS feedback (
     helpful INTEGER NOT NULL,
     answer TEXT
 );
+CREATE TABLE IF NOT EXISTS security_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    kind TEXT NOT NULL,             -- login_lockout, ...
+    client TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 """
+TABLES = ("turns", "feedback", "security_events")
 
 
 class ConversationLog:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(path, check_same_thread=False)
+        self._connection = sqlite3.connect(path, check_same_thread=False, timeout=10)
+        self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.executescript(SCHEMA)
         self._lock = threading.Lock()
 
@@ -73,6 +85,12 @@ class ConversationLog:
             )
             return int(cursor.lastrowid)
 
+    def turn_session(self, turn_id: int) -> str | None:
+        """The session a logged turn belongs to (None when there is no such turn)."""
+        with self._lock:
+            row = self._connection.execute("SELECT session_id FROM turns WHERE id = ?", (turn_id,)).fetchone()
+        return None if row is None else row[0]
+
     def record_feedback(self, session_id: str | None, helpful: bool, answer: str, turn_id: int | None = None) -> None:
         if turn_id is None and session_id is not None:
             # The widget knows the answer it showed; find the turn that produced it.
@@ -87,8 +105,16 @@ class ConversationLog:
                 (time.time(), turn_id, session_id, int(helpful), answer),
             )
 
+    def record_security_event(self, kind: str, client: str, detail: str) -> None:
+        logger.warning("Security event %s from %s: %s", kind, client, detail)
+        with self._lock, self._connection:
+            self._connection.execute(
+                "INSERT INTO security_events (created, kind, client, detail) VALUES (?, ?, ?, ?)",
+                (time.time(), kind, client, detail),
+            )
+
     def rows(self, table: str) -> list[dict]:
-        if table not in ("turns", "feedback"):
+        if table not in TABLES:
             raise ValueError(f"Unknown table {table!r}.")
         cursor = self._connection.execute(f"SELECT * FROM {table} ORDER BY id")
         names = [column[0] for column in cursor.description]
