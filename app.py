@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 
-import uvicorn
 from rich.console import Console
 
 from assistant import Assistant, AssistantSettings
 from webapp import create_app
+from webapp.server import serve
 from webapp.settings import AppSettings
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     console.print(
         f"Customer chat: http://{app_settings.host}:{app_settings.port}/chat/  ·  staff: /staff/  ·  API: /api/docs"
     )
-    uvicorn.run(app, host=app_settings.host, port=app_settings.port, log_level="warning")
+    serve(app, app_settings)
 
 
 if __name__ == "__main__":

@@ -151,15 +151,16 @@ def serve_app(assistant, tmp_dir: Path, **app_settings):
     import time
 
     import httpx
-    import uvicorn
 
     from webapp import create_app
+    from webapp.server import build_server
     from webapp.settings import AppSettings
 
+    app_settings.setdefault("sessions_path", tmp_dir / "sessions.sqlite3")
     settings = AppSettings(staff_password="correct horse", log_path=tmp_dir / "log.sqlite3", **app_settings)
     app = create_app(assistant, settings)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = build_server(app, settings, host="127.0.0.1", port=port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

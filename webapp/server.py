@@ -1,39 +1,53 @@
 """One FastAPI application: the customer widget at /chat, the staff page at /staff (login), the JSON API,
-the cited passages, and an embed example at /embed."""
+the cited passages, and an embed example at /embed; `serve` runs it with uvicorn and stops it promptly."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from urllib.parse import unquote
 
 import gradio as gr
+import uvicorn
 from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant import Assistant
 from grounding import GroundingJudge
 from webapp.api import api_router
-from webapp.conversation_log import ConversationLog
+from webapp.client_address import client_address
 from webapp.customer_page import customer_page
-from webapp.rate_limit import RateLimiter
+from webapp.generation import GenerationQueue
+from webapp.input_checks import body_error_response, validation_error_response
+from webapp.login_throttle import LoginGuard
 from webapp.rendering import passage_page
+from webapp.request_limits import BodySizeLimit
+from webapp.services import AppServices
 from webapp.settings import AppSettings
 from webapp.staff_page import STAFF_STYLE, staff_page
 
+logger = logging.getLogger(__name__)
 EMBED_PAGE = Path(__file__).with_name("embed.html")
+STAFF_LOGIN_PATHS = {"/staff/login", "/staff/login/"}
 
 
 def create_app(assistant: Assistant, settings: AppSettings | None = None) -> FastAPI:
     settings = settings or AppSettings()
-    log = ConversationLog(settings.log_path)
-    limiter = RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_s)
-    credentials = settings.staff_credentials()
     # Answers are checked against their sources before they are shown; weak ones get a visible note.
     judge = GroundingJudge.load_default(encoder=assistant.index.encoder)
+    services = AppServices.build(assistant, settings, judge)
+    assistant = services.assistant
 
     app = FastAPI(title="Maison Corvane Client Care", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    app.state.conversation_log = log
-    app.include_router(api_router(assistant, log, limiter, credentials, judge))
+    app.state.services = services
+    app.state.conversation_log = services.log
+    app.add_exception_handler(RequestValidationError, validation_error_response)
+    app.add_exception_handler(StarletteHTTPException, body_error_response)
+    app.include_router(api_router(services))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
@@ -56,12 +70,54 @@ def create_app(assistant: Assistant, settings: AppSettings | None = None) -> Fas
             str(stored.metadata.get("title", "")), str(stored.metadata.get("header_path", "")), stored.text
         )
 
+    def scope_client(scope) -> str:
+        client = scope.get("client")
+        return client_address(client[0] if client else None, Headers(scope=scope), settings.trusted_proxies)
+
+    # Outermost first: the size limit sees every request before anything reads its body.
+    app.add_middleware(LoginGuard, throttle=services.throttle, paths=STAFF_LOGIN_PATHS, client=scope_client)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
     app = gr.mount_gradio_app(
         app,
-        staff_page(assistant, log, judge),
+        staff_page(services),
         path="/staff",
-        auth=credentials,
+        auth=services.staff_credentials,
         auth_message="Maison Corvane staff only.",
         css=STAFF_STYLE,
     )
-    return gr.mount_gradio_app(app, customer_page(assistant, log, limiter, judge), path="/chat")
+    return gr.mount_gradio_app(app, customer_page(services), path="/chat")
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, but stopping (SIGTERM, Ctrl-C or `should_exit`) first cancels every waiting and running
+    generation, so open answers end at once with a "restarting" message instead of holding the stop up."""
+
+    def __init__(self, config: uvicorn.Config, generation: GenerationQueue):
+        super().__init__(config)
+        self.generation = generation
+
+    async def shutdown(self, sockets=None) -> None:
+        stopped = await asyncio.to_thread(self.generation.shutdown, 2.0)
+        if not stopped:
+            logger.warning("A generation did not stop within 2 s of the shutdown.")
+        await super().shutdown(sockets=sockets)
+
+
+def build_server(app: FastAPI, settings: AppSettings, host: str | None = None, port: int | None = None):
+    """The uvicorn server for `app`. uvicorn's own X-Forwarded-For handling is off: it believes the header from
+    loopback, which let any local client choose its address; webapp/client_address.py reads it instead, from
+    configured proxies only. Open connections get `shutdown_timeout_s` to finish when the server stops."""
+    config = uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="warning",
+        proxy_headers=False,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+    )
+    return GracefulServer(config, app.state.services.generation)
+
+
+def serve(app: FastAPI, settings: AppSettings) -> None:
+    build_server(app, settings).run()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +22,27 @@ class AppSettings(BaseSettings):
     log_path: Path = Path("logs/conversations.sqlite3")
     rate_limit_messages: int = Field(default=8, ge=1, description="Messages one client may send per window.")
     rate_limit_window_s: float = Field(default=60.0, gt=0)
+    # Sessions: ids are issued by the server and bound to customer or staff (and the staff login).
+    sessions_path: Path = Field(
+        default=Path("logs/sessions.sqlite3"), description="SQLite file of sessions and their memory."
+    )
+    session_idle_s: float = Field(default=86_400.0, gt=0, description="A session unused this long is forgotten.")
+    # Clients and abuse.
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description='Peers (CIDR) whose X-Forwarded-For is believed, e.g. ["10.0.0.0/8"]; none by default.',
+    )
+    max_request_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger request bodies get HTTP 413.")
+    login_max_failures: int = Field(default=5, ge=1, description="Wrong staff passwords before a lockout.")
+    login_window_s: float = Field(default=300.0, gt=0, description="Failures older than this are forgotten.")
+    login_lockout_s: float = Field(default=300.0, gt=0, description="How long a client is locked out.")
+    # Generation: a bounded line in front of the model.
+    generation_slots: int = Field(
+        default=1, ge=1, description="Answers generated at once: 1 for the embedded model, N for a server's N slots."
+    )
+    queue_size: int = Field(default=8, ge=0, description="Requests that may wait for a slot; more get HTTP 503.")
+    request_deadline_s: float = Field(default=120.0, gt=0, description="Waiting plus generating, per request.")
+    shutdown_timeout_s: float = Field(default=5.0, gt=0, description="How long a stop waits for open connections.")
 
     @model_validator(mode="after")
     def _password_in_production(self) -> AppSettings:

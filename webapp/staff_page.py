@@ -3,14 +3,17 @@ and per passage which query words matched which passage words, with their attent
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import gradio as gr
 
-from assistant import Assistant, Mode
-from grounding import GroundingJudge
+from assistant import Mode
 from retriever.scoring import ScoringMode
-from webapp.conversation_log import ConversationLog
-from webapp.grounding_flag import grounding_note
+from webapp.generation import Failed, Finished, Queued, QueueFull
+from webapp.input_checks import UNREADABLE_MESSAGE, unreadable_text
 from webapp.rendering import answer_markdown, explanation_html
+from webapp.services import AppServices
+from webapp.turn_events import SyncEvents, answer_work
 
 EXPLAINED_PASSAGES = 5
 STAFF_STYLE = """
@@ -19,20 +22,45 @@ STAFF_STYLE = """
 """
 
 
-def staff_page(assistant: Assistant, log: ConversationLog, judge: GroundingJudge | None = None) -> gr.Blocks:
+def staff_page(services: AppServices) -> gr.Blocks:
+    assistant, log = services.assistant, services.log
     encoder = assistant.index.encoder
 
-    def lookup(question: str, scoring: str, request: gr.Request):
-        answer = assistant.answer(question, mode=Mode.STAFF, scoring=scoring)
-        log.record_turn(answer, "staff_ui", getattr(request, "session_hash", None))
+    def lookup(question: str, scoring: str) -> Iterator[tuple[str, str]]:
+        if unreadable_text(question):
+            yield UNREADABLE_MESSAGE, ""
+            return
+        # One-off lookups without memory, through the same line as the customers' answers.
+        events = SyncEvents()
+        try:
+            ticket = services.generation.submit(
+                answer_work(assistant, question, None, Mode.STAFF, events.emit, scoring=scoring), events.emit
+            )
+        except QueueFull as full:
+            yield full.message, ""
+            return
+        answer = None
+        try:
+            for event in events.until_final(ticket):
+                if isinstance(event, Queued):
+                    yield f"*Number {event.position} in line, about {round(event.estimated_wait_s)} s…*", ""
+                elif isinstance(event, Failed):
+                    yield event.message, ""
+                elif isinstance(event, Finished):
+                    answer = event.result
+        finally:
+            ticket.cancel("disconnected")
+        if answer is None:
+            return
+        log.record_turn(answer, "staff_ui", None)
         if answer.abstain_reason == "invalid_message":
-            return answer_markdown(answer), ""
+            yield answer_markdown(answer), ""
+            return
         query = encoder.encode_query(answer.standalone_question)
         query_tokens = encoder.token_strings(query.token_ids)
         hits = assistant.index.search(query, top_k=EXPLAINED_PASSAGES, mode=ScoringMode(scoring), explain=True)
         explanations = "".join(explanation_html(hit, assistant.index, encoder, query_tokens) for hit in hits)
-        note = grounding_note(judge, answer) if judge is not None else None
-        return answer_markdown(answer, note), f"<div id='explanations'>{explanations}</div>"
+        yield answer_markdown(answer, services.note(answer)), f"<div id='explanations'>{explanations}</div>"
 
     with gr.Blocks(title="Maison Corvane — Staff lookup") as page:
         gr.Markdown(
@@ -50,6 +78,6 @@ def staff_page(assistant: Assistant, log: ConversationLog, judge: GroundingJudge
         ask = gr.Button("Look up", variant="primary", elem_id="staff-ask")
         answer = gr.Markdown(elem_id="staff-answer")
         explanations = gr.HTML(elem_id="staff-explanations")
-        ask.click(lookup, [question, scoring], [answer, explanations], api_name="lookup")
-        question.submit(lookup, [question, scoring], [answer, explanations])
+        ask.click(lookup, [question, scoring], [answer, explanations], api_name="lookup", concurrency_limit=None)
+        question.submit(lookup, [question, scoring], [answer, explanations], concurrency_limit=None)
     return page

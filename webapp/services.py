@@ -1,0 +1,70 @@
+"""Everything the pages and the API share, built once per app from the settings."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from assistant import Assistant, AssistantAnswer
+from assistant.memory import SQLiteMemory
+from grounding import GroundingJudge
+from webapp.client_address import request_client
+from webapp.conversation_log import ConversationLog
+from webapp.generation import GenerationQueue
+from webapp.grounding_flag import grounding_note
+from webapp.login_throttle import LoginThrottle
+from webapp.rate_limit import RateLimiter
+from webapp.sessions import SessionRegistry
+from webapp.settings import AppSettings
+
+
+@dataclass
+class AppServices:
+    assistant: Assistant
+    settings: AppSettings
+    log: ConversationLog
+    limiter: RateLimiter
+    throttle: LoginThrottle
+    memory: SQLiteMemory
+    sessions: SessionRegistry
+    generation: GenerationQueue
+    staff_credentials: tuple[str, str]
+    judge: GroundingJudge | None
+
+    @classmethod
+    def build(cls, assistant: Assistant, settings: AppSettings, judge: GroundingJudge | None) -> AppServices:
+        log = ConversationLog(settings.log_path)
+        memory = SQLiteMemory(
+            settings.sessions_path, assistant.settings.chat.memory_token_limit, assistant.chat_model.count_tokens
+        )
+        # The app's own view of the assistant: the same index and model, with memory kept on disk. A copy, so that
+        # the caller's object (perhaps serving another app) keeps its own memory.
+        assistant = copy.copy(assistant)
+        assistant.memory = memory
+        return cls(
+            assistant=assistant,
+            settings=settings,
+            log=log,
+            limiter=RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_s),
+            throttle=LoginThrottle(
+                settings.login_max_failures,
+                settings.login_window_s,
+                settings.login_lockout_s,
+                on_lockout=lambda client, failures: log.record_security_event(
+                    "login_lockout",
+                    client,
+                    f"{failures} wrong staff passwords; locked for {settings.login_lockout_s:.0f} s",
+                ),
+            ),
+            memory=memory,
+            sessions=SessionRegistry(memory, settings.session_idle_s),
+            generation=GenerationQueue(settings.generation_slots, settings.queue_size, settings.request_deadline_s),
+            staff_credentials=settings.staff_credentials(),
+            judge=judge,
+        )
+
+    def client(self, request) -> str:
+        return request_client(request, self.settings.trusted_proxies)
+
+    def note(self, answer: AssistantAnswer) -> str | None:
+        return grounding_note(self.judge, answer) if self.judge is not None else None
