@@ -1,0 +1,129 @@
+"""The managed llama-server: real binary, bundled Qwen GGUF, two slots, loopback HTTP through the openai_like
+backend. The first run on a machine builds llama-server (several minutes, then cached)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+from llama_index.core.base.llms.types import ChatMessage
+
+from assistant.errors import ModelFileError
+from assistant.llama_server_build import build_llama_server
+from assistant.llm_backends import ChatModel
+from assistant.llm_server import LLMServerError, LLMServerSettings, start_llm_server
+from assistant.settings import LLMSettings
+
+
+@pytest.fixture(scope="module")
+def binary() -> str:
+    return str(build_llama_server())
+
+
+@pytest.fixture(scope="module")
+def two_slot_server(binary):
+    with start_llm_server(LLMServerSettings(binary=binary, parallel_slots=2, threads=2, ctx_per_slot=2048)) as server:
+        yield server
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_two_concurrent_chats_are_decoded_together(two_slot_server):
+    settings = two_slot_server.llm_settings(LLMSettings(max_new_tokens=80))
+    assert settings.backend.value == "openai_like" and settings.base_url == two_slot_server.base_url
+    questions = {
+        "long": "List ten ways to care for a leather handbag, one sentence each.",
+        "short": "Name one colour.",
+    }
+    first_token: dict[str, float] = {}
+    finished: dict[str, float] = {}
+    answers: dict[str, str] = {}
+    errors: list[BaseException] = []
+    start_long = threading.Event()
+
+    def ask(name: str) -> None:
+        try:
+            # One backend object per request, as two app requests would have.
+            model = ChatModel.from_settings(settings)
+            parts = []
+            for chunk in model.llm.stream_chat([ChatMessage(role="user", content=questions[name])]):
+                if chunk.delta:
+                    first_token.setdefault(name, time.monotonic())
+                    start_long.set()
+                    parts.append(chunk.delta)
+            answers[name] = "".join(parts)
+            finished[name] = time.monotonic()
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    long_thread = threading.Thread(target=ask, args=("long",))
+    long_thread.start()
+    # The short question is sent once the long answer is streaming: with two slots it is not queued behind it.
+    assert start_long.wait(timeout=300)
+    short_thread = threading.Thread(target=ask, args=("short",))
+    short_thread.start()
+    long_thread.join(timeout=300)
+    short_thread.join(timeout=300)
+
+    assert not errors, errors
+    assert answers["long"].strip() and answers["short"].strip()
+    assert first_token["short"] < finished["long"], "the second request waited for the first to finish"
+    slots = httpx.get(f"{two_slot_server.root_url}/slots", timeout=10).json()
+    assert len(slots) == 2
+
+
+def test_stop_frees_the_port_and_a_second_stop_is_harmless(binary):
+    server = start_llm_server(LLMServerSettings(binary=binary, parallel_slots=1, threads=1, ctx_per_slot=1024))
+    port = server.port
+    assert httpx.get(f"{server.root_url}/health", timeout=10).status_code == 200
+    assert not _port_is_free(port)
+    server.stop()
+    server.stop()
+    assert not server.running
+    assert _port_is_free(port)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.root_url}/health", timeout=5)
+
+
+def test_a_port_in_use_is_refused_before_starting(binary):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(LLMServerError, match=f"Port {port}.*in use"):
+            start_llm_server(LLMServerSettings(binary=binary, port=port))
+
+
+def test_a_missing_model_file_says_which(tmp_path, binary):
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(ModelFileError, match=r"nope\.gguf is not a file"):
+        start_llm_server(LLMServerSettings(binary=binary, gguf_path=str(missing)))
+
+
+def test_a_file_that_is_not_a_model_fails_with_the_server_log(tmp_path, binary):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf file" * 100)
+    with pytest.raises(LLMServerError, match="exited with code"):
+        start_llm_server(LLMServerSettings(binary=binary, gguf_path=str(broken), startup_timeout_s=60))
+
+
+def test_a_wrong_binary_path_is_named(tmp_path):
+    with pytest.raises(LLMServerError, match="not an executable"):
+        start_llm_server(LLMServerSettings(binary=str(tmp_path / "llama-server")))
+
+
+def test_no_binary_anywhere_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLBERT_ATT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LLMServerError, match=r"python -m assistant\.llama_server_build"):
+        start_llm_server(LLMServerSettings())
