@@ -51,7 +51,10 @@ def _problem(error: dict[str, Any]) -> str:
         return 'the body is empty (send a UTF-8 JSON object such as {"message": "..."})'
     if kind in ("model_attributes_type", "dict_type") and not where:
         return 'the body must be a JSON object such as {"message": "..."}'
-    message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
+    if kind == "string_unicode":
+        message = UNREADABLE_TEXT
+    else:
+        message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
 
 
