@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field
 
 CALIBRATION_FILE = Path(__file__).with_name("abstention_calibration.json")
 
-# Ways a small model says the sources do not answer; the prompt asks for one exact sentence, models paraphrase.
+# Ways a small model says the sources do not answer; the prompt asks for a bare NO ANSWER, models paraphrase.
 _MODEL_ABSTAINS = re.compile(
-    r"\b(i (?:do not|don't|dont) know|(?:sources?|guides?|information)[^.]{0,40}\b(?:do(?:es)? not|don't|doesn't)"
+    r"\b(no answer\b|i (?:do not|don't|dont) know"
+    r"|(?:sources?|guides?|information)[^.]{0,40}\b(?:do(?:es)? not|don't|doesn't)"
     r" (?:contain|mention|say|cover|provide|include)|not (?:mentioned|covered|specified) in|no information"
     r"|(?:can ?not|can't|unable to) (?:find|answer))",
     re.IGNORECASE,

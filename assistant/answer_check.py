@@ -16,6 +16,7 @@ from grounding import GroundingJudge
 # A sentence ends at . ! ? followed by a space and a capital, or at a line break; "1." of a list is not an end.
 _BOUNDARY = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])*(?=\s+[A-Z\"'(\[*-])|\n+")
 _LIST_MARKER = re.compile(r"^\W*\d+[.)]?$")
+_STEP_NUMBER = re.compile(r"^\s*\d+[.)]\s+")
 
 
 @dataclass
@@ -79,16 +80,22 @@ class DraftChecker:
         if not valid:
             return self._record(SentenceVerdict(text, shown=False, reason="no source"))
         available = set().union(*(numbers_in(self.passages[n]) for n in valid))
-        missing = sorted(numbers_in(text) - available)
+        # "2." opening a numbered step is the step's number, not a claim.
+        claim_text = CITATION.sub("", _STEP_NUMBER.sub("", text)).strip()
+        missing = sorted(numbers_in(claim_text) - available)
         if missing:
-            self.result.number_mismatches += [NumberMismatch(sentence=text, number=m, cited_sources=valid) for m in missing]
+            self.result.number_mismatches += [
+                NumberMismatch(sentence=text, number=m, cited_sources=valid) for m in missing
+            ]
             return self._record(SentenceVerdict(text, shown=False, reason=f"numbers not in its sources: {missing}"))
         support = None
-        if self.judge is not None and CITATION.sub("", text).strip(" .") and self._evidence:
-            claim = self.judge.claims([CITATION.sub("", text).strip()])[0]
+        if self.judge is not None and claim_text.strip(" .") and self._evidence:
+            claim = self.judge.claims([claim_text])[0]
             support = max(self.judge.support(claim, self._evidence[n])[0] for n in valid)
             if support < self.judge.calibration.threshold:
-                return self._record(SentenceVerdict(text, shown=False, reason="not supported", cited=valid, support=support))
+                return self._record(
+                    SentenceVerdict(text, shown=False, reason="not supported", cited=valid, support=support)
+                )
         return self._record(SentenceVerdict(text, shown=True, cited=valid, support=support))
 
     def _record(self, verdict: SentenceVerdict) -> SentenceVerdict:

@@ -8,9 +8,9 @@ One turn, evidence first:
    for the question (`evidence.py`); abstain when retrieval or evidence is below its calibrated threshold;
 5. prompt with that evidence only (`prompts.py`) and stream the draft through `answer_check.py`: a sentence is
    shown only once its citations, its numbers and its support by the cited passages are checked;
-6. if nothing of the draft survives (the model declined, or drifted from its sources) but the evidence is strong,
-   answer with the evidence itself, quoted and cited (an extractive answer is grounded by construction);
-   otherwise abstain with the brand's handoff.
+6. if nothing of the draft survives, answer with the evidence itself, quoted and cited (an extractive answer is
+   grounded by construction): always when the draft drifted from its sources, and only above a higher calibrated
+   evidence threshold when the model replied that the sources do not say; otherwise abstain with the handoff.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 from llama_index.core.schema import NodeWithScore, QueryBundle
@@ -204,17 +203,18 @@ class Assistant:
         chat_model: ChatModel | None = None,
         show_progress: bool = False,
     ) -> Assistant:
-        """Index (or update the index of) the brand's documents, load it, and build the LLM."""
-        from knowledge_base.ingest import ingest  # the knowledge base depends on the retriever, not the reverse
+        """Index (or update the index of) the brand's documents, load it, and build the LLM. An index that cannot be
+        used (damaged files, another encoder) is rebuilt from the documents, with a warning in the log."""
+        from knowledge_base.ingest import load_or_rebuild  # the knowledge base depends on the retriever
 
         settings = settings or AssistantSettings.load()
         brand = settings.brand()
         encoder = encoder or ColBERTAttEncoder()
-        index_dir = settings.index_dir(brand)
-        report = ingest(settings.documents_path(brand), index_dir, encoder=encoder, show_progress=show_progress)
+        index, report = load_or_rebuild(
+            settings.documents_path(brand), settings.index_dir(brand), encoder=encoder, show_progress=show_progress
+        )
         for error in report.errors:
             logger.warning("Knowledge base: %s", error)
-        index = MultiVectorIndex.load(index_dir, encoder=encoder)
         return cls(index, chat_model or ChatModel.from_settings(settings.llm), settings, brand=brand)
 
     # ---- the steps of one turn ----------------------------------------------------------------------------
@@ -339,7 +339,10 @@ class Assistant:
                     text=shown.strip(), abstained=False, answer_path="generated",
                     citations=[by_number[n] for n in check.cited], timings_ms=times, **common,
                 ))  # fmt: skip
-            if evidence.best_score >= self.min_evidence_for_extract:
+            # A draft that drifted from its sources still says the model found an answer there: quote the evidence.
+            # A model that declined outright is overruled only by strong evidence.
+            drifted = bool(check.sentences) and not check.declined
+            if drifted or evidence.best_score >= self.min_evidence_for_extract:
                 text = extractive_answer(evidence, self.brand.strings.extractive_lead)
                 cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
                 return record(AssistantAnswer(

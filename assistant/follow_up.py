@@ -21,6 +21,7 @@ _ASKS = re.compile(
     r"|(?:^|[.!]\s+)(can|could|should|would|will|shall|may|might|must|do|does|did|is|are|was|were|have|has|any)\b",
     re.IGNORECASE,
 )
+_ABOUT_ME = re.compile(r"^\s*(i|i'm|im|i've|ive|i'd|we|we've|we're|my|our|just|thanks|thank you|hello|hi)\b", re.I)
 _REFERS_BACK = re.compile(
     r"^\s*(and|also|ok(ay)?|so|but|then|what about|how about|what if)\b|\b(it|its|it's|they|them|their|theirs|this|"
     r"that|these|those|one|ones|same|there|instead|too|either|else|another|the other)\b",
@@ -32,8 +33,12 @@ SHORT_QUESTION_WORDS = 4
 
 
 def asks_something(message: str) -> bool:
-    """False for a message that only states something ("I just bought the Nocturne jacket.")."""
-    return bool(_ASKS.search(message))
+    """False only for a message that plainly states something about the client ("I just bought the Nocturne
+    jacket.", "My bag is brown"): no question mark, no asking word, and it opens with the client themself. Anything
+    else, typos included ("shoud i tumble dry my linen"), is treated as a question."""
+    if _ASKS.search(message):
+        return True
+    return not _ABOUT_ME.match(message)
 
 
 def content_word_count(text: str) -> int:

@@ -24,7 +24,7 @@ from llama_index.core.schema import TextNode
 from rich.console import Console
 
 from knowledge_base.chunking import DEFAULT_MAX_TOKENS, chunk_document
-from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, read_folder
+from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, read_documents
 from retriever.cli import encoding_progress
 from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import ColBERTAttError, IndexCorruptError, IndexMismatchError
@@ -53,7 +53,7 @@ class IngestReport:
 
 
 def chunk_folder(folder: Path, encoder: ColBERTAttEncoder, max_tokens: int = DEFAULT_MAX_TOKENS):
-    documents, errors, failed = read_folder(folder)
+    documents, errors, failed = read_documents(folder)
 
     def tokenize(text: str) -> list[int]:
         return encoder.tokenizer.encode(text, add_special_tokens=False)
@@ -113,8 +113,10 @@ def load_or_rebuild(
     An index that cannot be used is rebuilt from the documents (logged, and said in `report.rebuilt_because`);
     `rebuild` rebuilds it regardless. Raises KnowledgeBaseError only when the documents themselves are missing.
     """
-    if not documents_dir.is_dir():
-        raise KnowledgeBaseError(f"Documents folder {documents_dir} does not exist.")
+    if not documents_dir.exists():
+        raise KnowledgeBaseError(
+            f"Documents {documents_dir} do not exist: give a folder of .md documents or a BEIR corpus.jsonl."
+        )
     encoder = encoder or ColBERTAttEncoder(EncoderSettings())
     index = MultiVectorIndex(encoder, IndexSettings(encoder=encoder.settings))
     has_manifest = (index_dir / "manifest.json").is_file()

@@ -421,6 +421,12 @@ class MultiVectorIndex:
             return query.vectors
         return self._codec.to_code_space(query.vectors)
 
+    def token_similarities(self, query: EncodedText, document_id: str) -> np.ndarray:
+        """(query tokens, stored tokens) cosine similarities of one document: the alignment behind its score."""
+        document = self.get(document_id)
+        vectors = self._token_vectors([document]).float().numpy()
+        return np.asarray(self._query_in_storage_space(query), dtype=np.float32) @ vectors.T
+
     def search(
         self,
         query: str | EncodedText,
