@@ -1,0 +1,292 @@
+"""How many customers at once: the embedded model behind one lock against llama.cpp's server with parallel slots.
+
+    python benchmarks/serving_load.py [--customers 1,5,10,20] [--slots 2,4] [--no-record]
+
+Measured at the LLM layer, on loopback only: each simulated customer sends 2 messages one after the other (the
+second carries the first exchange as history), every answer capped at 96 tokens. Each message is a real chat
+prompt in the assistant's own format (`assistant.prompts.answer_messages`: system rules, worked example, 3
+passages from knowledge_base/documents, the question), about 600 tokens. All customers of a round start
+together, the worst case for waiting.
+
+Backends, interleaved for each N so that a change in the machine's load hits all of them alike:
+- `lock`: today's path, one in-process llama.cpp model (`ChatModel`, llama_cpp backend) that serves one
+  generation at a time behind its lock;
+- `slots=K`: `llama-server` started by `assistant.llm_server` with K parallel slots (continuous batching), each
+  customer streaming through the `openai_like` backend (LlamaIndex `OpenAILike`) with its own client.
+Both use all cores (threads = os.cpu_count()) and greedy decoding.
+
+Reported per backend and N: answers/s, p50 / p95 latency of a whole answer, p50 / p95 time to the first token,
+errors, tokens/s, and the load average before and after. Bounded: each request has a timeout and each round a
+deadline. Appends to benchmarks/RESULTS.md and writes benchmarks/results/<stamp>-serving-load.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+
+from assistant.brand import BrandProfile
+from assistant.llm_backends import ChatModel
+from assistant.llm_server import LLMServerSettings, ManagedServer, start_llm_server
+from assistant.prompts import PromptSource, answer_messages
+from assistant.settings import LLMSettings
+from retriever.results_log import record_run, run_header
+
+DOCUMENTS = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents"
+MAX_TOKENS = 96
+MESSAGES_PER_CUSTOMER = 2
+REQUEST_TIMEOUT_S = 300.0
+LINES_PER_SOURCE = 7  # gives prompts of about 600 tokens
+# Customer questions in pairs: a first question and a follow-up on the same subject.
+CONVERSATIONS = [
+    ("How do I care for my calfskin wallet after it gets wet?", "And how long should it dry before I use it?"),
+    ("How should I store pearls?", "Can I wear them in the shower?"),
+    ("How much does express delivery cost?", "Can I track the parcel?"),
+    ("How do I remove a wine stain from silk?", "What if the stain is old?"),
+    ("Is my watch water resistant for swimming?", "How often should it be serviced?"),
+    ("How do I clean suede shoes?", "What about rain marks?"),
+    ("Can I return a gift without a receipt?", "How long does the refund take?"),
+    ("How should I store a cashmere sweater for the summer?", "How do I remove pilling?"),
+    ("How do I keep silver jewellery from tarnishing?", "Can I use toothpaste to polish it?"),
+    ("How do I store my handbag so it keeps its shape?", "Should I keep it in the dust bag?"),
+]
+
+logger = logging.getLogger("serving_load")
+
+
+@dataclass
+class Section:
+    document: str
+    heading: str
+    lines: list[str]
+    words: set[str]
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 3}
+
+
+def load_sections(documents: Path = DOCUMENTS) -> list[Section]:
+    """Each `##` section of the public documents, as evidence lines (sentences and list items)."""
+    sections = []
+    for path in sorted(documents.rglob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        if "audience: internal" in text:
+            continue
+        title = next((line[2:] for line in text.splitlines() if line.startswith("# ")), path.stem)
+        for block in re.split(r"\n## ", text)[1:]:
+            heading, _, body = block.partition("\n")
+            lines = []
+            for raw in body.splitlines():
+                line = re.sub(r"^(?:[-*]|\d+\.)\s*", "", raw.strip())
+                if line and not line.startswith("|") and not line.startswith("#"):
+                    lines.extend(s for s in re.split(r"(?<=[.!?])\s+", line) if s)
+            if lines:
+                sections.append(Section(path.stem, f"{title} > {heading.strip()}", lines, _words(block)))
+    return sections
+
+
+def prompt_for(question: str, sections: Sequence[Section], history: Sequence[ChatMessage] = ()) -> list[ChatMessage]:
+    """The assistant's answer prompt with the 3 sections sharing most words with the question, 7 lines each."""
+    wanted = _words(question)
+    best = sorted(sections, key=lambda s: (-len(wanted & s.words), s.document, s.heading))[:3]
+    sources = [PromptSource(n, s.heading, tuple(s.lines[:LINES_PER_SOURCE])) for n, s in enumerate(best, start=1)]
+    messages = answer_messages(question, sources, BrandProfile.load())
+    # The follow-up carries the first exchange, as a chat memory would, just before the new question.
+    return [*messages[:-1], *history, messages[-1]]
+
+
+@dataclass
+class Request:
+    customer: int
+    message: int
+    start: float
+    first_token_s: float | None = None
+    total_s: float | None = None
+    tokens: int = 0
+    error: str | None = None
+
+
+Generate = Callable[[list[ChatMessage]], Iterator[str]]
+
+
+def run_customer(customer: int, generate: Generate, sections: list[Section], deadline: float,
+                 results: list[Request]) -> None:  # fmt: skip
+    first, follow_up = CONVERSATIONS[customer % len(CONVERSATIONS)]
+    history: list[ChatMessage] = []
+    for number, question in enumerate((first, follow_up)[:MESSAGES_PER_CUSTOMER]):
+        if time.monotonic() > deadline:
+            results.append(Request(customer, number, time.monotonic(), error="round deadline passed"))
+            return
+        request = Request(customer, number, time.monotonic())
+        results.append(request)
+        text = []
+        try:
+            for delta in generate(prompt_for(question, sections, history)):
+                if request.first_token_s is None:
+                    request.first_token_s = time.monotonic() - request.start
+                request.tokens += 1
+                text.append(delta)
+            request.total_s = time.monotonic() - request.start
+        except Exception as exc:  # a failed request is counted, never fatal to the round
+            request.error = f"{type(exc).__name__}: {exc}"[:300]
+            return
+        history = [
+            ChatMessage(role=MessageRole.USER, content=question),
+            ChatMessage(role=MessageRole.ASSISTANT, content="".join(text)),
+        ]
+
+
+@dataclass
+class Round:
+    backend: str
+    customers: int
+    wall_s: float
+    answers: int
+    errors: int
+    answers_per_s: float
+    tokens_per_s: float
+    p50_s: float | None
+    p95_s: float | None
+    first_token_p50_s: float | None
+    first_token_p95_s: float | None
+    load_before: str
+    load_after: str
+    error_samples: list[str] = field(default_factory=list)
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def run_round(backend: str, generate: Generate, customers: int, sections: list[Section], deadline_s: float) -> Round:
+    load_before = _loadavg()
+    results: list[Request] = []
+    deadline = time.monotonic() + deadline_s
+    threads = [
+        threading.Thread(target=run_customer, args=(c, generate, sections, deadline, results), daemon=True)
+        for c in range(customers)
+    ]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline + REQUEST_TIMEOUT_S - time.monotonic()))
+    wall = time.monotonic() - start
+    done = [r for r in results if r.error is None and r.total_s is not None]
+    failed = [r for r in results if r.error is not None]
+    latencies = [r.total_s for r in done if r.total_s is not None]
+    first = [r.first_token_s for r in done if r.first_token_s is not None]
+    return Round(
+        backend=backend,
+        customers=customers,
+        wall_s=round(wall, 1),
+        answers=len(done),
+        errors=len(failed) + sum(t.is_alive() for t in threads),
+        answers_per_s=round(len(done) / wall, 3),
+        tokens_per_s=round(sum(r.tokens for r in done) / wall, 1),
+        p50_s=_pct(latencies, 50),
+        p95_s=_pct(latencies, 95),
+        first_token_p50_s=_pct(first, 50),
+        first_token_p95_s=_pct(first, 95),
+        load_before=load_before,
+        load_after=_loadavg(),
+        error_samples=sorted({r.error for r in failed if r.error})[:3],
+    )
+
+
+def lock_backend(threads: int) -> tuple[Generate, Callable[[list[ChatMessage]], int]]:
+    model = ChatModel.from_settings(LLMSettings(max_new_tokens=MAX_TOKENS, threads=threads))
+
+    def count(messages: list[ChatMessage]) -> int:
+        return model.count_tokens("".join(m.content or "" for m in messages))
+
+    return model.stream, count
+
+
+def server_backend(server: ManagedServer) -> Generate:
+    settings = server.llm_settings(LLMSettings(max_new_tokens=MAX_TOKENS, request_timeout_s=REQUEST_TIMEOUT_S))
+
+    def generate(messages: list[ChatMessage]) -> Iterator[str]:
+        # One client per customer, as separate app requests would have; the server does the queueing.
+        llm = ChatModel.from_settings(settings).llm
+        for chunk in llm.stream_chat(messages):
+            if chunk.delta:
+                yield chunk.delta
+
+    return generate
+
+
+def main(
+    customers: Annotated[str, typer.Option(help="Comma-separated numbers of concurrent customers.")] = "1,5,10,20",
+    slots: Annotated[str, typer.Option(help="Comma-separated parallel-slot counts for llama-server.")] = "2,4",
+    round_deadline_s: Annotated[float, typer.Option(help="No new message starts after this many s.")] = 900.0,
+    record: Annotated[bool, typer.Option(help="Append to RESULTS.md.")] = True,
+) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the results
+    header = run_header()
+    counts = [int(n) for n in customers.split(",") if n]
+    slot_counts = [int(n) for n in slots.split(",") if n]
+    threads = os.cpu_count() or 1
+    sections = load_sections()
+
+    lock_generate, count_tokens = lock_backend(threads)
+    prompt_tokens = [count_tokens(prompt_for(q, sections)) for q, _ in CONVERSATIONS]
+    logger.info("prompt tokens (first messages): %s", prompt_tokens)
+    servers = {k: start_llm_server(LLMServerSettings(parallel_slots=k, threads=threads)) for k in slot_counts}
+    backends: dict[str, Generate] = {"lock": lock_generate}
+    backends.update({f"slots={k}": server_backend(server) for k, server in servers.items()})
+    rounds: list[Round] = []
+    try:
+        # One warm-up answer each, not counted: the first call pays for loading pages and building caches.
+        for name, generate in backends.items():
+            list(generate(prompt_for(CONVERSATIONS[0][0], sections)))
+            logger.info("warmed up %s", name)
+        for n in counts:
+            for name, generate in backends.items():
+                result = run_round(name, generate, n, sections, round_deadline_s)
+                logger.info("%s", asdict(result))
+                rounds.append(result)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    body = [
+        f"- {MESSAGES_PER_CUSTOMER} messages per customer, answers capped at {MAX_TOKENS} tokens, all customers "
+        f"start together; prompts {min(prompt_tokens)}–{max(prompt_tokens)} tokens (assistant prompt format, 3 "
+        f"knowledge-base passages); {threads} threads per backend; bundled Qwen2.5-Coder-0.5B Q4; loopback only",
+        "",
+        "| backend | N | answers/s | p50 s | p95 s | first token p50 s | p95 s | tokens/s | errors | wall s "
+        "| load before → after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rounds:
+        body.append(
+            f"| {r.backend} | {r.customers} | {r.answers_per_s} | {r.p50_s} | {r.p95_s} | {r.first_token_p50_s} "
+            f"| {r.first_token_p95_s} | {r.tokens_per_s} | {r.errors} | {r.wall_s} | {r.load_before} → "
+            f"{r.load_after} |"
+        )
+    result = {**header, "prompt_tokens": prompt_tokens, "rounds": [asdict(r) for r in rounds]}
+    print("\n".join(body))
+    if record:
+        record_run("serving-load", "serving load: one lock vs llama-server parallel slots", result, body)
+
+
+if __name__ == "__main__":
+    typer.run(main)
