@@ -45,7 +45,8 @@ def test_streaming_sends_sources_then_tokens_then_the_final_answer(app_server):
             elif line.startswith("data: "):
                 events[-1][1] = json.loads(line.removeprefix("data: "))
     names = [name for name, _ in events]
-    assert names[0] == "sources" and names[-1] == "done" and names.count("token") > 3
+    # Text arrives as the engine releases it (checked sentences, not necessarily single tokens).
+    assert names[0] == "sources" and names[-1] == "done" and names.count("token") >= 1
     assert events[0][1] and "Pearls" in events[0][1][0]["label"]
     assert events[-1][1]["citations"]
 
