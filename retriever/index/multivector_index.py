@@ -54,8 +54,12 @@ VECTOR_AFFECTING_FIELDS = (
     "skip_document_punctuation",
 )
 _EXACT_SCORING_CHUNK = 1024
-# Files `load` memory-maps rather than reads: their checksums may be verified in the background (`integrity.py`).
-MEMORY_MAPPED_FILES = {"vectors", "centroid_ids", "codes", "weights", "token_ids"}
+# Files `load` memory-maps rather than reads, per storage codec: their checksums may be verified in the
+# background (`integrity.py`).
+MEMORY_MAPPED_FILES = {
+    "bfloat16": {"vectors"},
+    "residual_pq": {"centroid_ids", "codes", "weights", "token_ids"},
+}
 
 
 class DocumentInput(BaseModel):
@@ -620,7 +624,9 @@ class MultiVectorIndex:
         directory = Path(directory)
         manifest = read_manifest(directory)
         # Checked before an encoder is built: a damaged index is reported at once, in one line.
-        integrity = IntegrityCheck.start(directory, manifest, MEMORY_MAPPED_FILES, Verification(verification))
+        integrity = IntegrityCheck.start(
+            directory, manifest, MEMORY_MAPPED_FILES[manifest.vector_dtype], Verification(verification)
+        )
         if encoder is None:
             encoder = ColBERTAttEncoder(manifest.settings.encoder)
         _check_compatible(directory, manifest, encoder)
