@@ -186,6 +186,14 @@ def select_evidence(
         if gain >= min_gain:
             chosen.append((unit, best))
             covered = np.maximum(covered, best)
+    # The top-ranked passage is the best match as a whole: its best unit is always shown, even when a unit of a
+    # lower passage covers the same words (the same fee stated in two FAQs, say).
+    first = passages[0][0]
+    if not any(unit.source_number == first for unit, _ in chosen):
+        best_of_first = next((item for item in candidates if item[0].source_number == first), None)
+        if best_of_first is not None:
+            chosen = [*chosen[: max_units - 1], best_of_first]
+            covered = np.max([best for _, best in chosen], axis=0)
     return Evidence([unit for unit, _ in chosen], covered, content_tokens)
 
 

@@ -16,9 +16,9 @@ class RecordingChatModel(ChatModel):
         super().__init__(model.llm, model.settings)
         self.prompts: list[str] = []
 
-    def stream(self, messages):
+    def stream(self, messages, cancel=None):
         self.prompts.append("\n".join(m.content or "" for m in messages))
-        yield from super().stream(messages)
+        yield from super().stream(messages, cancel)
 
 
 @pytest.fixture()
@@ -52,10 +52,55 @@ def test_answers_carry_the_fact_and_cite_its_document(kb_assistant, question, fa
 )
 def test_unanswerable_questions_get_an_honest_handoff(kb_assistant, question):
     answer = kb_assistant.answer(question)
-    assert answer.abstained
-    assert "I don't know" in answer.text
-    assert "+33 1 84 60 19 11" in answer.text  # the way to a human
+    assert answer.abstained and answer.answer_path == "abstained"
+    assert kb_assistant.brand.strings.abstain in answer.text
+    assert "+33 1 84 60 19 11" in answer.text  # the way to a human, from the brand profile
     assert answer.citations == []
+
+
+def test_an_answer_held_by_the_second_source_is_given_not_declined(kb_assistant):
+    question = (
+        "I've got the bumpy-grain version of the big everyday shopper bag. How often should it get a moisturising "
+        "treatment?"
+    )
+    stream = kb_assistant.stream(question)
+    holding = [s.number for s in stream.sources if "Grained (embossed) calfskin" in s.text]
+    assert holding and holding[0] >= 2  # the fact is not in the top passage
+    answer = stream.answer
+    assert not answer.abstained, answer.text
+    assert "6 months" in answer.text
+    assert f"[{holding[0]}]" in answer.text
+    assert "care-calfskin" in [c.document_id for c in answer.citations]
+
+
+def test_a_statement_then_its_question_is_answered_as_one(kb_assistant):
+    first = kb_assistant.answer("I just bought the Sabline tote in grained calfskin.", session_id="statement")
+    assert first.answer_path == "acknowledged" and not first.abstained
+    follow_up = kb_assistant.answer("How often should I condition it?", session_id="statement")
+    assert "Sabline" in follow_up.standalone_question
+    assert not follow_up.abstained, follow_up.text
+    assert "care-calfskin" in [c.document_id for c in follow_up.citations]
+    kb_assistant.reset("statement")
+
+
+class TamperingChatModel(ChatModel):
+    """The real model, its figures altered on the way out: a model that invents a price."""
+
+    def __init__(self, model: ChatModel):
+        super().__init__(model.llm, model.settings)
+
+    def stream(self, messages, cancel=None):
+        for delta in super().stream(messages, cancel):
+            yield delta.replace("25", "45")
+
+
+def test_an_invented_number_is_never_shown(assistant_settings, kb_assistant, chat_model):
+    tampering = Assistant(kb_assistant.index, TamperingChatModel(chat_model), assistant_settings)
+    stream = tampering.stream("How much does express delivery cost?")
+    shown = "".join(stream)
+    assert "45" not in shown and "45" not in stream.answer.text
+    assert "45" in "".join(stream.model_draft)  # the model's draft did carry the invented figure
+    assert stream.answer.number_mismatches or stream.answer.dropped_sentences
 
 
 def test_customer_mode_never_sees_internal_documents(recording_assistant):
@@ -74,7 +119,7 @@ def test_sources_are_known_before_the_first_token(kb_assistant):
     stream = kb_assistant.stream("How should I store my pearls?")
     assert stream.sources and stream.sources[0].document_id == "care-pearls"
     deltas = list(stream)
-    assert len(deltas) > 3  # streamed token by token, not in one piece
+    assert deltas and "".join(deltas).strip() == stream.answer.text  # what was streamed is the checked answer
     assert stream.answer.citations and stream.answer.citations[0].document_id == "care-pearls"
     assert stream.answer.timings_ms["first_token"] <= stream.answer.timings_ms["total"]
 
