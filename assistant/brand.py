@@ -89,7 +89,9 @@ class BrandProfile(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PROFILE) -> BrandProfile:
-        file = Path(path)
+        file = Path(path).expanduser()
+        if not file.is_file() and not file.is_absolute() and (BRANDS_DIR.parent / file).is_file():
+            file = BRANDS_DIR.parent / file  # a path relative to the repository, from anywhere
         if not file.is_file():
             known = ", ".join(sorted(p.name for p in BRANDS_DIR.glob("*.yaml")))
             raise SettingsError(f"Brand profile {file} does not exist; the bundled profiles are: {known}.")
