@@ -91,3 +91,19 @@ def test_threshold_keeps_the_required_answer_rate():
     assert threshold == 0.35
     with pytest.raises(ValueError, match="both"):
         choose_threshold(answerable, [])
+
+
+def test_quoting_threshold_keeps_unanswerable_questions_below_their_share():
+    from assistant.calibrate import extract_threshold
+
+    answerable = [0.40, 0.50, 0.55, 0.60, 0.70]
+    unanswerable = [0.30, 0.45, 0.52, 0.58, 0.65, 0.35, 0.40, 0.42, 0.44, 0.48]
+    threshold = extract_threshold(answerable, unanswerable, max_unanswerable=0.10)
+    assert sum(score >= threshold for score in unanswerable) <= 1
+    assert threshold == 0.6  # the lowest that lets one unanswerable question in ten through
+    assert extract_threshold(answerable, [0.99], max_unanswerable=0.0) == 1.0
+
+
+def test_the_model_saying_no_answer_is_recognised():
+    assert model_abstained("NO ANSWER")
+    assert not model_abstained("Express delivery costs €25 [1].")
