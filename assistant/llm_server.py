@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -103,6 +106,26 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, ask the kernel to SIGTERM the server when the process that started it dies, so that a killed
+    app (kill -9, OOM) does not leave an orphan holding the port and the model's memory.
+
+    The kernel ties this to the starting *thread*, so it is only used from the main thread: a server started
+    from a pool thread would otherwise be killed whenever that thread retires."""
+    if not hasattr(os, "fork") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def set_parent_death_signal() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+    return set_parent_death_signal
 
 
 def server_command(binary: Path, model: Path, settings: LLMServerSettings, port: int) -> list[str]:
@@ -233,7 +256,13 @@ def start_llm_server(settings: LLMServerSettings | None = None) -> ManagedServer
     command = server_command(binary, model, settings, port)
     logger.info("starting %s", " ".join(command))
     try:
-        process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent(),  # only a prctl call between fork and exec
+        )
     except OSError as exc:
         log_handle.close()
         raise LLMServerError(f"Could not run {binary}: {exc}") from exc

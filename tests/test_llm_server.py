@@ -4,8 +4,11 @@ backend. The first run on a machine builds llama-server (several minutes, then c
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -127,3 +130,34 @@ def test_no_binary_anywhere_says_how_to_build_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LLMServerError, match=r"python -m assistant\.llama_server_build"):
         start_llm_server(LLMServerSettings())
+
+
+def test_the_server_dies_with_the_process_that_started_it(binary):
+    script = (
+        "import sys, time\n"
+        "from assistant.llm_server import LLMServerSettings, start_llm_server\n"
+        f"server = start_llm_server(LLMServerSettings(binary={binary!r}, parallel_slots=1, threads=1, "
+        "ctx_per_slot=1024))\n"
+        "print(server.process.pid, server.port, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid, port = (int(field) for field in parent.stdout.readline().split())
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    finally:
+        parent.kill()  # SIGKILL: no atexit, no clean-up in the parent
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (_exited(child_pid) and _port_is_free(port)):
+        time.sleep(0.2)
+    assert _exited(child_pid), "the orphaned llama-server is still running"
+    assert _port_is_free(port)
+
+
+def _exited(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "zombie" in status
