@@ -59,6 +59,9 @@ class SessionRequest(BaseModel):
 class FeedbackRequest(SessionRequest):
     turn_id: int = Field(description="The `turn_id` of the answer the feedback is about.")
     helpful: bool
+    comment: str | None = Field(default=None, max_length=2000, description="What the client wrote with it.")
+
+    _check_comment = field_validator("comment")(readable)
 
 
 class CitationOut(BaseModel):
@@ -150,7 +153,8 @@ def api_router(services: AppServices) -> APIRouter:
             ) from None
 
     def record(answer: AssistantAnswer, session: ResolvedSession) -> tuple[int, str | None]:
-        return log.record_turn(answer, "api", session.id), services.note(answer)
+        note = services.note(answer)
+        return log.record_turn(answer, "api", session.id, grounding_note=note), note
 
     def failure(failed: Failed) -> HTTPException:
         headers = {"Retry-After": "30"} if failed.reason == "shutdown" else None
@@ -268,7 +272,7 @@ def api_router(services: AppServices) -> APIRouter:
         session_id, _ = owned_session(body, request, credentials)
         if log.turn_session(body.turn_id) != session_id:
             raise HTTPException(404, f"Turn {body.turn_id} is not part of this conversation.")
-        log.record_feedback(session_id, body.helpful, "", turn_id=body.turn_id)
+        log.record_feedback(session_id, body.helpful, "", turn_id=body.turn_id, comment=body.comment)
         return {"turn_id": body.turn_id, "recorded": True}
 
     return router

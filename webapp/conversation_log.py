@@ -29,7 +29,9 @@ CREATE TABLE IF NOT EXISTS turns (
     retrieved TEXT NOT NULL,        -- JSON [{node_id, document_id, score}]
     cited TEXT NOT NULL,            -- JSON [node_id]
     number_mismatches TEXT NOT NULL,
-    timings_ms TEXT NOT NULL
+    timings_ms TEXT NOT NULL,
+    answer_path TEXT,               -- generated, extractive, abstained, acknowledged, invalid
+    grounding_note TEXT             -- the warning shown under a weakly supported answer
 );
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     turn_id INTEGER REFERENCES turns(id),
     session_id TEXT,
     helpful INTEGER NOT NULL,
-    answer TEXT
+    answer TEXT,
+    comment TEXT                    -- what the client wrote with a 👎
 );
 CREATE TABLE IF NOT EXISTS security_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -48,6 +51,8 @@ CREATE TABLE IF NOT EXISTS security_events (
 );
 """
 TABLES = ("turns", "feedback", "security_events")
+# Columns added after the first logs were written: a log from before gets them on opening.
+ADDED_COLUMNS = {"turns": ("answer_path TEXT", "grounding_note TEXT"), "feedback": ("comment TEXT",)}
 
 
 class ConversationLog:
@@ -56,9 +61,16 @@ class ConversationLog:
         self._connection = sqlite3.connect(path, check_same_thread=False, timeout=10)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row[1] for row in self._connection.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in present:
+                    self._connection.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
         self._lock = threading.Lock()
 
-    def record_turn(self, answer: AssistantAnswer, channel: str, session_id: str | None) -> int:
+    def record_turn(
+        self, answer: AssistantAnswer, channel: str, session_id: str | None, grounding_note: str | None = None
+    ) -> int:
         row = (
             time.time(),
             channel,
@@ -75,12 +87,15 @@ class ConversationLog:
             json.dumps([c.node_id for c in answer.citations]),
             json.dumps([m.model_dump() for m in answer.number_mismatches]),
             json.dumps(answer.timings_ms),
+            answer.answer_path,
+            grounding_note,
         )
         with self._lock, self._connection:
             cursor = self._connection.execute(
                 "INSERT INTO turns (created, channel, session_id, mode, question, standalone_question, answer, "
-                "abstained, abstain_reason, retrieved, cited, number_mismatches, timings_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "abstained, abstain_reason, retrieved, cited, number_mismatches, timings_ms, answer_path, "
+                "grounding_note) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return int(cursor.lastrowid)
@@ -91,7 +106,14 @@ class ConversationLog:
             row = self._connection.execute("SELECT session_id FROM turns WHERE id = ?", (turn_id,)).fetchone()
         return None if row is None else row[0]
 
-    def record_feedback(self, session_id: str | None, helpful: bool, answer: str, turn_id: int | None = None) -> None:
+    def record_feedback(
+        self,
+        session_id: str | None,
+        helpful: bool,
+        answer: str,
+        turn_id: int | None = None,
+        comment: str | None = None,
+    ) -> None:
         if turn_id is None and session_id is not None:
             # The widget knows the answer it showed; find the turn that produced it.
             found = self._connection.execute(
@@ -101,8 +123,9 @@ class ConversationLog:
             turn_id = found[0] if found else None
         with self._lock, self._connection:
             self._connection.execute(
-                "INSERT INTO feedback (created, turn_id, session_id, helpful, answer) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), turn_id, session_id, int(helpful), answer),
+                "INSERT INTO feedback (created, turn_id, session_id, helpful, answer, comment) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), turn_id, session_id, int(helpful), answer, comment or None),
             )
 
     def record_security_event(self, kind: str, client: str, detail: str) -> None:
