@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,7 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from assistant.bundled_models import bundled_model_path
 from assistant.errors import AssistantError, ModelFileError
 from assistant.llama_server_build import BINARY_NAME, BUILD_COMMAND, cached_binary_path
-from assistant.settings import LLMBackend, LLMSettings
+
+if TYPE_CHECKING:  # settings.py may import LLMServerSettings from here, so the import is deferred
+    from assistant.settings import LLMSettings
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +184,8 @@ class ManagedServer:
 
     def llm_settings(self, base: LLMSettings | None = None) -> LLMSettings:
         """`base` (generation limits, timeout) pointed at this server through the openai_like backend."""
+        from assistant.settings import LLMBackend, LLMSettings
+
         base = base or LLMSettings()
         return base.model_copy(
             update={"backend": LLMBackend.OPENAI_LIKE, "base_url": self.base_url, "model": self.model}
