@@ -34,6 +34,7 @@ class BrandStyle(BaseModel):
     text_colour: str = "#1f1f1f"
     typeface: str = "Georgia, 'Times New Roman', serif"
     logo_url: str | None = None
+    on_primary_colour: str = Field(default="#ffffff", description="Text on primary-coloured buttons.")
 
 
 class CustomerStrings(BaseModel):
@@ -53,6 +54,15 @@ class CustomerStrings(BaseModel):
     extractive_lead: str = Field(
         default="Here is what our guides say:", description="Heads an answer quoted from the sources."
     )
+    # The widget's own words.
+    panel_subtitle: str = Field(default="Client Care", description="Under the house's name in the widget header.")
+    launcher_label: str = Field(default="Chat with Client Care", description="The launcher button's label.")
+    talk_to_person: str = "Talk to a person"
+    new_conversation: str = "New conversation"
+    sources_heading: str = "Sources"
+    back_to_chat: str = "Back to the conversation"
+    feedback_question: str = "What was missing or wrong?"
+    feedback_thanks: str = "Thank you for your feedback."
 
 
 class BrandProfile(BaseModel):

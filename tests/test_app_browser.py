@@ -1,8 +1,10 @@
-"""The customer page and the staff page in a real browser: Debian's chromium, headless, driven by Playwright."""
+"""The staff page in a real browser: Debian's chromium, headless, driven by Playwright (the customer widget's own
+browser tests are tests/test_widget_browser.py and tests/test_webapp_browser_memory.py)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -37,48 +39,6 @@ def browser():
         browser.close()
 
 
-def test_customer_asks_and_gets_a_streamed_cited_answer(browser, app_server):
-    base, _ = app_server
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    page.goto(f"{base}/chat/")
-    assert "AI assistant" in page.locator("#ai-notice").inner_text()
-    assert "+33 1 84 60 19 11" in page.locator("#ai-notice").inner_text()
-
-    page.locator("#customer-input textarea").fill("How much does express delivery cost?")
-    page.keyboard.press("Enter")
-    # The final render adds the linked sources under the streamed text.
-    page.locator("#customer-chat [data-testid='bot'] a[href*='/passages/']").first.wait_for(timeout=120_000)
-    bot = page.locator("#customer-chat [data-testid='bot']").last
-    text = bot.inner_text()
-    assert "25" in text
-    link = bot.locator("a[href*='/passages/']").first
-    assert "Delivery" in link.inner_text()
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "customer_chat.png"), full_page=True)
-
-    passage = browser.new_page()
-    passage.goto(base + link.get_attribute("href"))
-    assert "€25" in passage.content()
-    passage.close()
-    page.close()
-
-
-def test_html_in_a_message_is_shown_not_run(browser, app_server):
-    base, _ = app_server
-    page = browser.new_page()
-    page.goto(f"{base}/chat/")
-    page.locator("#customer-input textarea").fill(
-        '<img src=x onerror="window.__pwned=1"> hi <script>window.__pwned=2</script>'
-    )
-    page.keyboard.press("Enter")
-    page.locator("#customer-chat [data-testid='bot']").last.wait_for(timeout=120_000)
-    page.locator("#customer-chat .pending").wait_for(state="detached", timeout=120_000)
-    page.wait_for_timeout(500)
-    assert "hi" in page.locator("#customer-chat [data-testid='user']").last.inner_text()
-    assert page.evaluate("window.__pwned") is None
-    page.close()
-
-
 def test_the_staff_page_refuses_access_without_login(browser, app_server):
     base, _ = app_server
     page = browser.new_page()
@@ -100,7 +60,17 @@ def test_staff_sees_internal_documents_and_the_token_explanation(browser, app_se
     explanations = page.locator("#explanations")
     explanations.wait_for(timeout=120_000)
     assert "internal" in explanations.inner_text()
-    assert explanations.locator("mark.match").count() > 3
+    # The passage reads as its original text (capitals, punctuation), not as lowercase word pieces, with the
+    # question's words highlighted as whole words and a line saying why it was found.
+    first = explanations.locator(".passage").first
+    text = first.locator(".passage-text").inner_text()
+    assert re.search(r"[A-Z]", text) and re.search(r"[.,:]", text) and "##" not in text
+    marks = first.locator("mark.match").all_inner_texts()
+    assert len(marks) > 3 and all(mark in text for mark in marks)
+    assert any(mark.lower().startswith("discount") for mark in marks), marks
+    assert "found closely" in first.locator(".why").inner_text()
+    levels = {first.locator("mark.match").nth(i).get_attribute("data-level") for i in range(len(marks))}
+    assert len(levels) > 1  # the highlight shows differences between matches
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "staff_lookup.png"), full_page=True)
     page.close()

@@ -1,5 +1,5 @@
-"""The widget's own buttons in a real browser (Debian's chromium, headless): Undo and Retry change the server's
-memory of the conversation, and 👍 is stored with the answer's turn."""
+"""The widget's own buttons in a real browser (Debian's chromium, headless): Edit question (undo) and Retry change
+the server's memory of the conversation, and 👍 / 👎 with a comment are stored with the answer's turn."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
-QUESTION = "How should I store my pearls?"
+QUESTION = "How do I care for my calfskin wallet after it gets wet?"
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,14 @@ def browser():
 
 
 def ask(page, question: str) -> None:
-    page.locator("#customer-input textarea").fill(question)
+    page.locator("#q").fill(question)
     page.keyboard.press("Enter")
-    page.locator("#customer-chat [data-testid='bot'] a[href*='/passages/']").last.wait_for(timeout=180_000)
-    page.locator("#customer-chat .pending").wait_for(state="detached", timeout=180_000)
+    wait_for_answer(page)
+
+
+def wait_for_answer(page) -> None:
+    page.locator(".msg.bot.pending").wait_for(state="detached", timeout=180_000)
+    page.locator(".msg.bot .tools").last.wait_for(timeout=30_000)
 
 
 def wait_for(found, page, seconds: float = 30):
@@ -42,28 +46,43 @@ def wait_for(found, page, seconds: float = 30):
     raise AssertionError("the page's action did not reach the server")
 
 
-def test_undo_retry_and_like_in_the_browser(browser, app_server):
+def test_undo_retry_and_feedback_in_the_browser(browser, app_server):
     base, app = app_server
     services, log = app.state.services, app.state.conversation_log
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     page.goto(f"{base}/chat/")
     ask(page, QUESTION)
-    turn = [t for t in log.rows("turns") if t["channel"] == "customer_ui"][-1]
+    turn = [t for t in log.rows("turns") if t["channel"] == "api"][-1]
     session_id = turn["session_id"]
+    assert turn["question"] == QUESTION
     assert [t.question for t in services.memory.turns(session_id)] == [QUESTION]
 
-    page.locator("#customer-chat").get_by_role("button", name="Like").last.click()
+    page.get_by_role("button", name="Helpful").last.click()
     feedback = wait_for(lambda: [f for f in log.rows("feedback") if f["session_id"] == session_id], page)
     assert feedback[-1]["turn_id"] == turn["id"] and feedback[-1]["helpful"] == 1
 
+    page.get_by_role("button", name="Not helpful").last.click()
+    page.get_by_label("What was missing or wrong?").fill("I wanted to know about suede too.")
+    page.get_by_label("What was missing or wrong?").press("Enter")
+    commented = wait_for(lambda: [f for f in log.rows("feedback") if f["comment"]], page)
+    assert commented[-1]["turn_id"] == turn["id"] and commented[-1]["helpful"] == 0
+    assert commented[-1]["comment"] == "I wanted to know about suede too."
+
     first_turn = services.memory.turns(session_id)[0].id
-    page.locator("#customer-chat").get_by_role("button", name="Retry").last.click()
+    page.get_by_role("button", name="Ask this question again").click()
     turns = wait_for(lambda: [t for t in services.memory.turns(session_id) if t.id != first_turn], page, 180)
     assert [t.question for t in services.memory.turns(session_id)] == [QUESTION] and turns
-    page.locator("#customer-chat .pending").wait_for(state="detached", timeout=180_000)
+    wait_for_answer(page)
+    assert page.locator(".msg.user").count() == 1
 
-    page.locator("#customer-chat").get_by_role("button", name="Undo").last.click()
-    page.locator("#customer-chat [data-testid='bot']").first.wait_for(state="detached", timeout=30_000)
-    assert services.memory.turns(session_id) == []
-    assert page.locator("#customer-input textarea").input_value() == QUESTION
+    page.get_by_role("button", name="Edit question").click()
+    page.locator(".msg.bot").first.wait_for(state="detached", timeout=30_000)
+    wait_for(lambda: services.memory.turns(session_id) == [], page)
+    assert page.locator("#q").input_value() == QUESTION
+
+    # A new conversation ends the old one on the server.
+    ask(page, "How should I store my pearls?")
+    page.get_by_role("button", name="New conversation").click()
+    wait_for(lambda: services.sessions.audience_of(session_id) is None, page)
+    assert page.locator(".msg").count() == 0
     page.close()

@@ -308,7 +308,7 @@ def test_request_bodies_over_the_limit_get_413(app_server):
 
     chunked = httpx.post(f"{base}/api/chat", content=chunks(), headers={"content-type": "application/json"})
     assert chunked.status_code == 413
-    upload = httpx.post(f"{base}/chat/gradio_api/upload", files={"files": ("big.bin", b"0" * (limit + 10))})
+    upload = httpx.post(f"{base}/staff/gradio_api/upload", files={"files": ("big.bin", b"0" * (limit + 10))})
     assert upload.status_code == 413
 
 

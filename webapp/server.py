@@ -1,18 +1,16 @@
-"""One FastAPI application: the customer widget at /chat, the staff page at /staff (login), the JSON API,
-the cited passages, and an embed example at /embed; `serve` runs it with uvicorn and stops it promptly."""
+"""One FastAPI application: the customer widget (/widget.js, the panel at /chat/, cited passages, an embed example
+at /embed), the staff page at /staff (login), and the JSON API; `serve` runs it with uvicorn and stops it promptly."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
-from urllib.parse import unquote
 
 import gradio as gr
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -20,18 +18,16 @@ from assistant import Assistant
 from grounding import GroundingJudge
 from webapp.api import api_router
 from webapp.client_address import client_address
-from webapp.customer_page import customer_page
 from webapp.generation import GenerationQueue
 from webapp.input_checks import body_error_response, validation_error_response
 from webapp.login_throttle import LoginGuard
-from webapp.rendering import passage_page
 from webapp.request_limits import BodySizeLimit
 from webapp.services import AppServices
 from webapp.settings import AppSettings
 from webapp.staff_page import STAFF_STYLE, staff_page
+from webapp.widget import widget_router
 
 logger = logging.getLogger(__name__)
-EMBED_PAGE = Path(__file__).with_name("embed.html")
 STAFF_LOGIN_PATHS = {"/staff/login", "/staff/login/"}
 
 
@@ -42,33 +38,18 @@ def create_app(assistant: Assistant, settings: AppSettings | None = None) -> Fas
     services = AppServices.build(assistant, settings, judge)
     assistant = services.assistant
 
-    app = FastAPI(title="Maison Corvane Client Care", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    brand = assistant.brand
+    app = FastAPI(title=brand.strings.page_title, docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.services = services
     app.state.conversation_log = services.log
     app.add_exception_handler(RequestValidationError, validation_error_response)
     app.add_exception_handler(StarletteHTTPException, body_error_response)
     app.include_router(api_router(services))
+    app.include_router(widget_router(brand, assistant.index))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
         return RedirectResponse("/chat/")
-
-    @app.get("/embed", response_class=HTMLResponse, include_in_schema=False)
-    def embed() -> str:
-        return EMBED_PAGE.read_text(encoding="utf-8")
-
-    @app.get("/passages/{node_id:path}", response_class=HTMLResponse)
-    def passage(node_id: str) -> str:
-        node_id = unquote(node_id)
-        if node_id not in assistant.index:
-            raise HTTPException(404, f"No passage {node_id!r}.")
-        stored = assistant.index.get(node_id)
-        # Citation links are public: internal passages are shown on the staff page only.
-        if stored.metadata.get("audience") != "public":
-            raise HTTPException(404, f"No passage {node_id!r}.")
-        return passage_page(
-            str(stored.metadata.get("title", "")), str(stored.metadata.get("header_path", "")), stored.text
-        )
 
     def scope_client(scope) -> str:
         client = scope.get("client")
@@ -78,15 +59,14 @@ def create_app(assistant: Assistant, settings: AppSettings | None = None) -> Fas
     app.add_middleware(LoginGuard, throttle=services.throttle, paths=STAFF_LOGIN_PATHS, client=scope_client)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
-    app = gr.mount_gradio_app(
+    return gr.mount_gradio_app(
         app,
         staff_page(services),
         path="/staff",
         auth=services.staff_credentials,
-        auth_message="Maison Corvane staff only.",
+        auth_message=f"{brand.name} staff only.",
         css=STAFF_STYLE,
     )
-    return gr.mount_gradio_app(app, customer_page(services), path="/chat")
 
 
 class GracefulServer(uvicorn.Server):

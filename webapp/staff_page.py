@@ -1,5 +1,6 @@
 """The staff lookup page (behind a login): internal documents too, a switch between ColBERT-Att and plain MaxSim,
-and per passage which query words matched which passage words, with their attention weights."""
+and per passage its original text with the matched words highlighted, why it was found, and the token matches with
+their attention weights relative to the passage's mean (webapp/staff_explain.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,23 @@ from assistant import Mode
 from retriever.scoring import ScoringMode
 from webapp.generation import Failed, Finished, Queued, QueueFull
 from webapp.input_checks import UNREADABLE_MESSAGE, unreadable_text
-from webapp.rendering import answer_markdown, explanation_html
+from webapp.rendering import answer_markdown
 from webapp.services import AppServices
+from webapp.staff_explain import explanation_html
 from webapp.turn_events import SyncEvents, answer_work
 
 EXPLAINED_PASSAGES = 5
 STAFF_STYLE = """
-.passage mark.match { border-radius: 3px; padding: 0 2px; }
+.passage { margin: 0 0 1.2rem; }
+.passage h4 { margin: .2rem 0; }
+.passage .meta { font-weight: 400; opacity: .75; font-size: .85em; }
+.passage .why { margin: .2rem 0 .4rem; font-size: .9em; }
+.passage .passage-text { white-space: pre-wrap; line-height: 1.55; }
+.passage mark.match { border-radius: 3px; padding: 0 1px; color: #1d1b19; background: rgba(214, 140, 30, .18); }
+.passage mark.match[data-level='1'] { background: rgba(214, 140, 30, .32); }
+.passage mark.match[data-level='2'] { background: rgba(214, 140, 30, .48); }
+.passage mark.match[data-level='3'] { background: rgba(214, 140, 30, .64); }
+.passage mark.match[data-level='4'] { background: rgba(214, 140, 30, .82); }
 .passage table.matches td, .passage table.matches th { padding: 2px 8px; font-size: 0.85em; }
 """
 
@@ -52,20 +63,26 @@ def staff_page(services: AppServices) -> gr.Blocks:
             ticket.cancel("disconnected")
         if answer is None:
             return
-        log.record_turn(answer, "staff_ui", None)
+        note = services.note(answer)
+        log.record_turn(answer, "staff_ui", None, grounding_note=note)
         if answer.abstain_reason == "invalid_message":
             yield answer_markdown(answer), ""
             return
         query = encoder.encode_query(answer.standalone_question)
         query_tokens = encoder.token_strings(query.token_ids)
-        hits = assistant.index.search(query, top_k=EXPLAINED_PASSAGES, mode=ScoringMode(scoring), explain=True)
-        explanations = "".join(explanation_html(hit, assistant.index, encoder, query_tokens) for hit in hits)
-        yield answer_markdown(answer, services.note(answer)), f"<div id='explanations'>{explanations}</div>"
+        mode = ScoringMode(scoring)
+        hits = assistant.index.search(query, top_k=EXPLAINED_PASSAGES, mode=mode, explain=True)
+        explanations = "".join(
+            explanation_html(hit, assistant.index, encoder, query_tokens, query.weights, mode, rank)
+            for rank, hit in enumerate(hits, start=1)
+        )
+        yield answer_markdown(answer, note), f"<div id='explanations'>{explanations}</div>"
 
-    with gr.Blocks(title="Maison Corvane — Staff lookup") as page:
+    with gr.Blocks(title=f"{assistant.brand.name} — Staff lookup") as page:
         gr.Markdown(
-            "## Staff lookup\nPublic **and internal** documents. Hover a highlighted word to see which query "
-            "tokens matched it; open *token matches* for the weights."
+            "## Staff lookup\nPublic **and internal** documents. Highlighted words matched the question (darker: "
+            "counted more); hover one to see which query words chose it; open *token matches* for the weights. "
+            "[Knowledge gaps](/insights/)"
         )
         with gr.Row():
             question = gr.Textbox(label="Question", elem_id="staff-question", scale=5)
