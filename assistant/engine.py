@@ -40,6 +40,7 @@ from retriever.encoder import ColBERTAttEncoder
 from retriever.index import MultiVectorIndex
 from retriever.llama_retriever import ColBERTAttRetriever
 from retriever.scoring import ScoringMode
+from retriever.settings import EncoderSettings
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class Assistant:
 
         settings = settings or AssistantSettings.load()
         brand = settings.brand()
-        encoder = encoder or ColBERTAttEncoder()
+        encoder = encoder or ColBERTAttEncoder(EncoderSettings(query_max_tokens=settings.retrieval.query_max_tokens))
         index, report = load_or_rebuild(
             settings.documents_path(brand), settings.index_dir(brand), encoder=encoder, show_progress=show_progress
         )
