@@ -64,6 +64,12 @@ class LLMServerSettings(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="Compute threads; None = all cores.")
     ctx_per_slot: int = Field(default=4096, ge=512, description="Context (prompt + answer) each slot can hold.")
     port: int | None = Field(default=None, ge=1, le=65535, description="None = a free port on 127.0.0.1.")
+    spin_wait: bool = Field(
+        default=False,
+        description="Let idle compute threads spin (llama.cpp's default). Off: they sleep, which on a busy "
+        "machine made decoding 10x faster here (benchmarks/RESULTS.md); on a machine doing nothing else, "
+        "spinning can save a little latency.",
+    )
     startup_timeout_s: float = Field(default=120.0, gt=0)
     log_path: str | None = Field(default=None, description="Server log file; None = a temporary file.")
 
@@ -148,7 +154,17 @@ def server_command(binary: Path, model: Path, settings: LLMServerSettings, port:
         "--no-webui",
         # CPU only: skip the device-memory fitting pass, which only matters for GPUs.
         "--fit", "off",
+        *([] if settings.spin_wait else ["--poll", "0"]),
     ]  # fmt: skip
+
+
+def server_environment(settings: LLMServerSettings) -> dict[str, str]:
+    environment = dict(os.environ)
+    if not settings.spin_wait:
+        # OpenMP threads otherwise spin between operations; when another process holds a core, each spinning
+        # wait costs a whole time slice, dozens of times per token.
+        environment["OMP_WAIT_POLICY"] = "PASSIVE"
+    return environment
 
 
 class ManagedServer:
@@ -265,6 +281,7 @@ def start_llm_server(settings: LLMServerSettings | None = None) -> ManagedServer
             stdout=log_handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=server_environment(settings),
             preexec_fn=_die_with_parent(),  # only a prctl call between fork and exec
         )
     except OSError as exc:

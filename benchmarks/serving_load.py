@@ -22,8 +22,15 @@ deadline. Appends to benchmarks/RESULTS.md and writes benchmarks/results/<stamp>
 
 from __future__ import annotations
 
-import logging
 import os
+
+# Before llama.cpp's OpenMP runtime starts: idle threads sleep instead of spinning, in this process (the
+# embedded model) and in the servers it starts (they inherit it), so that both sides wait the same way. On this
+# shared machine spinning made decoding about 10x slower (RESULTS.md). OMP_WAIT_POLICY=ACTIVE measures the
+# other way.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import logging
 import re
 import threading
 import time
@@ -249,7 +256,11 @@ def main(
     lock_generate, count_tokens = lock_backend(threads)
     prompt_tokens = [count_tokens(prompt_for(q, sections)) for q, _ in CONVERSATIONS]
     logger.info("prompt tokens (first messages): %s", prompt_tokens)
-    servers = {k: start_llm_server(LLMServerSettings(parallel_slots=k, threads=threads)) for k in slot_counts}
+    policy = os.environ["OMP_WAIT_POLICY"]
+    spin = policy.upper() == "ACTIVE"
+    servers = {
+        k: start_llm_server(LLMServerSettings(parallel_slots=k, threads=threads, spin_wait=spin)) for k in slot_counts
+    }
     backends: dict[str, Generate] = {"lock": lock_generate}
     backends.update({f"slots={k}": server_backend(server) for k, server in servers.items()})
     rounds: list[Round] = []
@@ -269,8 +280,9 @@ def main(
 
     body = [
         f"- {MESSAGES_PER_CUSTOMER} messages per customer, answers capped at {MAX_TOKENS} tokens, all customers "
-        f"start together; prompts {min(prompt_tokens)}–{max(prompt_tokens)} tokens (assistant prompt format, 3 "
-        f"knowledge-base passages); {threads} threads per backend; bundled Qwen2.5-Coder-0.5B Q4; loopback only",
+        f"start together; OMP_WAIT_POLICY={policy} for both; prompts {min(prompt_tokens)}–{max(prompt_tokens)} "
+        f"tokens (assistant prompt format, 3 knowledge-base passages); {threads} threads per backend; "
+        "bundled Qwen2.5-Coder-0.5B Q4; loopback only",
         "",
         "| backend | N | answers/s | p50 s | p95 s | first token p50 s | p95 s | tokens/s | errors | wall s "
         "| load before → after |",
@@ -282,7 +294,12 @@ def main(
             f"| {r.first_token_p95_s} | {r.tokens_per_s} | {r.errors} | {r.wall_s} | {r.load_before} → "
             f"{r.load_after} |"
         )
-    result = {**header, "prompt_tokens": prompt_tokens, "rounds": [asdict(r) for r in rounds]}
+    result = {
+        **header,
+        "omp_wait_policy": policy,
+        "prompt_tokens": prompt_tokens,
+        "rounds": [asdict(r) for r in rounds],
+    }
     print("\n".join(body))
     if record:
         record_run("serving-load", "serving load: one lock vs llama-server parallel slots", result, body)
