@@ -20,7 +20,9 @@ from webapp.api import api_router
 from webapp.client_address import client_address
 from webapp.generation import GenerationQueue
 from webapp.input_checks import body_error_response, validation_error_response
+from webapp.insights_page import insights_router
 from webapp.login_throttle import LoginGuard
+from webapp.openai_door import openai_router
 from webapp.request_limits import BodySizeLimit
 from webapp.services import AppServices
 from webapp.settings import AppSettings
@@ -46,6 +48,8 @@ def create_app(assistant: Assistant, settings: AppSettings | None = None) -> Fas
     app.add_exception_handler(StarletteHTTPException, body_error_response)
     app.include_router(api_router(services))
     app.include_router(widget_router(brand, assistant.index))
+    app.include_router(insights_router(services))
+    app.include_router(openai_router(services))
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:

@@ -87,12 +87,14 @@ def panel_page(brand: BrandProfile) -> str:
     )
 
 
-def passage_html(brand: BrandProfile, title: str, section: str, text: str) -> str:
-    back = f"<a id='back' class='chip' href='/chat/'>← {html.escape(brand.strings.back_to_chat)}</a>"
+def passage_html(brand: BrandProfile, title: str, section: str, text: str, back: tuple[str, str] | None = None) -> str:
+    """A passage styled like the panel; `back` is (href, label) of the way back (default: the conversation)."""
+    href, label = back or ("/chat/", brand.strings.back_to_chat)
+    back_link = f"<a id='back' class='chip' href='{html.escape(href)}'>← {html.escape(label)}</a>"
     return (
         _head(f"{title} — {brand.name}", brand, "passage.js")
         + "<body class='passage-body'>"
-        + _header(brand, back)
+        + _header(brand, back_link)
         + "<main class='passage'>"
         + f"<h1>{html.escape(title)}</h1>"
         + (f"<p class='section'>{html.escape(section)}</p>" if section else "")
