@@ -190,7 +190,7 @@ def insights_html(insights: Insights, brand_name: str, css: str) -> str:
         f"<h2>Answer and decline rate per day</h2>{rate_chart(insights.days)}{day_table}"
         "<h2>Questions declined or answered with a note, by topic</h2>"
         + ("".join(topics) or "<p>None: every question was answered without a note.</p>")
-        + "<h2>Answers marked 👎</h2>"
+        + "<h2>Answers marked unhelpful</h2>"
         + (
             "<table id='down-votes'><thead><tr><th>question</th><th>answer</th><th>comment</th><th>when (UTC)</th>"
             f"</tr></thead><tbody>{votes}</tbody></table>"
