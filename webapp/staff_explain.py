@@ -157,28 +157,25 @@ def why_line(rows: list[MatchRow]) -> str:
     return "; ".join(parts) + "."
 
 
-def highlighted_text(text: str, words: list[MatchedWord], body_start: int) -> str:
-    """The passage body with matched words in <mark>, darker for a larger contribution relative to this passage's
+def highlighted_text(text: str, words: list[MatchedWord], start: int = 0, end: int | None = None) -> str:
+    """`text[start:end]` with matched words in <mark>, darker for a larger contribution relative to this passage's
     weakest and strongest match; the tooltip names the query words that chose each word."""
-    shown = [word for word in words if word.end > body_start]
-    if not shown:
-        return html.escape(text[body_start:])
-    strengths = [word.best for word in shown]
-    low, high = min(strengths), max(strengths)
-    parts, cursor = [], body_start
-    for word in shown:
-        start = max(word.start, body_start)
-        if start < cursor:
+    end = len(text) if end is None else end
+    strengths = [word.best for word in words]
+    low, high = min(strengths, default=0.0), max(strengths, default=0.0)
+    parts, cursor = [], start
+    for word in words:
+        if word.start < cursor or word.end > end:
             continue
-        parts.append(html.escape(text[cursor:start]))
+        parts.append(html.escape(text[cursor : word.start]))
         level = (word.best - low) / (high - low) if high > low else 1.0
         title = ", ".join(f"{q} (cosine {cosine:.2f})" for q, cosine, _ in word.queries)
         parts.append(
             f"<mark class='match' data-level='{round(level * 4)}' title='{html.escape(title, quote=True)}'>"
-            f"{html.escape(text[start : word.end])}</mark>"
+            f"{html.escape(text[word.start : word.end])}</mark>"
         )
         cursor = word.end
-    parts.append(html.escape(text[cursor:]))
+    parts.append(html.escape(text[cursor:end]))
     return "".join(parts)
 
 
@@ -208,10 +205,17 @@ def explanation_html(
         f"</tr></thead><tbody>{table_rows}</tbody></table>"
     )
     heading = f"{rank}. {title}" + (f" · {section}" if section else "")
+    # The chunk's heading is indexed with it and often holds the best matches: shown too, set apart.
+    heading_line = (
+        f"<span class='indexed-heading' title='Indexed with the passage'>"
+        f"{highlighted_text(text, words, 0, body_start).rstrip()}</span>\n"
+        if body_start
+        else ""
+    )
     return (
         f"<div class='passage'><h4>{html.escape(heading)} <span class='meta'>score {hit.score:.2f} "
         f"({hit.normalised_score:.2f} of the maximum) · {html.escape(audience)}</span></h4>"
         f"<p class='why'><strong>Why:</strong> {html.escape(why_line(rows))}</p>"
-        f"<div class='passage-text'>{highlighted_text(text, words, body_start)}</div>"
+        f"<div class='passage-text'>{heading_line}{highlighted_text(text, words, body_start)}</div>"
         f"<details><summary>token matches</summary>{table}</details></div>"
     )

@@ -24,6 +24,7 @@ STAFF_STYLE = """
 .passage .meta { font-weight: 400; opacity: .75; font-size: .85em; }
 .passage .why { margin: .2rem 0 .4rem; font-size: .9em; }
 .passage .passage-text { white-space: pre-wrap; line-height: 1.55; }
+.passage .indexed-heading { font-style: italic; opacity: .85; }
 .passage mark.match { border-radius: 3px; padding: 0 1px; color: #1d1b19; background: rgba(214, 140, 30, .18); }
 .passage mark.match[data-level='1'] { background: rgba(214, 140, 30, .32); }
 .passage mark.match[data-level='2'] { background: rgba(214, 140, 30, .48); }
