@@ -78,7 +78,7 @@ def contact_html(brand: BrandProfile) -> str:
 
 
 def monogram(brand: BrandProfile) -> str:
-    """The first letter of the house's name that is a capital (Maison Corvane → M), for a brand mark without a logo."""
+    """The first capital letter of the house's name, for a brand mark without a logo."""
     for character in brand.name:
         if character.isupper():
             return character
