@@ -57,7 +57,7 @@ def test_undo_retry_and_feedback_in_the_browser(browser, app_server):
     assert turn["question"] == QUESTION
     assert [t.question for t in services.memory.turns(session_id)] == [QUESTION]
 
-    page.get_by_role("button", name="Helpful").last.click()
+    page.get_by_role("button", name="Helpful", exact=True).last.click()
     feedback = wait_for(lambda: [f for f in log.rows("feedback") if f["session_id"] == session_id], page)
     assert feedback[-1]["turn_id"] == turn["id"] and feedback[-1]["helpful"] == 1
 

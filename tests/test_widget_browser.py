@@ -68,6 +68,7 @@ def check_citations_in_order(answer) -> int:
 @pytest.mark.parametrize(("size", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
 def test_a_client_uses_the_widget_on_a_shop_page(browser, app_server, size, viewport):
     base, _ = app_server
+    SCREENSHOTS.mkdir(exist_ok=True)
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
     errors: list[str] = []
@@ -76,7 +77,7 @@ def test_a_client_uses_the_widget_on_a_shop_page(browser, app_server, size, view
     assert page.locator("script[src$='/widget.js']").count() == 1  # one script tag is the whole integration
 
     launcher = page.locator("#care-widget button.launcher")
-    assert launcher.inner_text() == "Chat with Client Care"
+    assert "Chat with Client Care" in launcher.inner_text()
     launcher.click()
     assert launcher.get_attribute("aria-expanded") == "true"
     panel = page.frame_locator("#care-widget iframe")
@@ -91,25 +92,41 @@ def test_a_client_uses_the_widget_on_a_shop_page(browser, app_server, size, view
     content = frame.content() + page.content()
     assert "Gradio" not in content and "Use via API" not in content  # no framework footer
 
+    if size == "phone":
+        # Markup in a message is shown as text, never run; a question the guides do not answer gets the handoff
+        # with real links.
+        markup = '<img src=x onerror="window.__pwned=1"> What is the capital of Australia?'
+        panel.locator("#q").fill(markup)
+        panel.locator("#q").press("Enter")
+        handoff = panel.locator(".msg.bot .handoff")
+        handoff.wait_for(timeout=ANSWER_TIMEOUT_MS)
+        assert markup in panel.locator(".msg.user").last.inner_text()
+        assert frame.evaluate("window.__pwned") is None and page.evaluate("window.__pwned") is None
+        assert handoff.locator("a.contact-phone").get_attribute("href") == "tel:+33184601911"
+        panel.get_by_role("button", name="New conversation").click()
+        panel.locator(".msg").first.wait_for(state="detached")
+
     watch_streaming(frame)
     question = (
         "How much does express delivery cost?"
         if size == "desktop"
-        else '<img src=x onerror="window.__pwned=1"> How do I care for my calfskin wallet after it gets wet?'
+        else "How do I care for my calfskin wallet after it gets wet?"
     )
     panel.locator("#q").fill(question)
     panel.locator("#q").press("Enter")
     answer = panel.locator(".msg.bot").last
-    answer.locator(".sources").wait_for(timeout=ANSWER_TIMEOUT_MS)
+    try:
+        answer.locator(".sources").wait_for(timeout=ANSWER_TIMEOUT_MS)
+    except Exception:
+        page.screenshot(path=str(SCREENSHOTS / f"widget_{size}_no_sources.png"))
+        raise AssertionError(f"no cited answer; the panel shows: {answer.inner_text()!r}") from None
     assert frame.evaluate("window.__streamed") is True
-    assert frame.evaluate("window.__pwned") is None and page.evaluate("window.__pwned") is None
-    assert question in panel.locator(".msg.user").last.inner_text()  # the markup is shown as text
+    assert question in panel.locator(".msg.user").last.inner_text()
     count = check_citations_in_order(answer)
     if size == "desktop":
         assert "25" in answer.locator(".text").inner_text()
     for fixed in ("header.head", "#ai-notice", "#q"):  # still on screen after a long answer
         assert in_view(panel.locator(fixed), viewport), fixed
-    SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"widget_{size}_answer.png"))
     assert serious_violations(frame) == []
 
