@@ -161,3 +161,16 @@ def _exited(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return "zombie" in status
+
+
+def test_threads_sleep_unless_spinning_is_asked_for(tmp_path):
+    from assistant.llm_server import server_command, server_environment
+
+    quiet = LLMServerSettings(parallel_slots=3, ctx_per_slot=1024)
+    command = server_command(tmp_path / "llama-server", tmp_path / "m.gguf", quiet, 8080)
+    assert command[command.index("--poll") + 1] == "0"
+    assert command[command.index("--parallel") + 1] == "3"
+    assert command[command.index("--ctx-size") + 1] == str(3 * 1024)
+    assert server_environment(quiet)["OMP_WAIT_POLICY"] == "PASSIVE"
+    spinning = LLMServerSettings(spin_wait=True)
+    assert "--poll" not in server_command(tmp_path / "llama-server", tmp_path / "m.gguf", spinning, 8080)
