@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Collection, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -40,16 +40,7 @@ Outcome = Literal[
     "invented",
     "leak",
 ]
-OUTCOMES: tuple[Outcome, ...] = (
-    "correct",
-    "wrong_fact",
-    "wrong_citation",
-    "declined_with_evidence",
-    "declined_no_evidence",
-    "abstained_correctly",
-    "invented",
-    "leak",
-)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 _DASHES = re.compile(r"[\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d]")
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
