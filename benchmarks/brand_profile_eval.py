@@ -50,6 +50,7 @@ ANSWER_CHARS = 140
 OTHER_HOUSE_NAMES = ("Maison Corvane", "Corvane")
 # The paths that answer the question; "acknowledged" (a message read as asking nothing) and "invalid" do not.
 ANSWER_PATHS = ("generated", "extractive")
+NOT_SEARCHED = ("acknowledged", "invalid")
 _MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -185,9 +186,9 @@ def _share(flags: list[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
 
 
-def _mean(values: list[float | None]) -> float | None:
+def _mean(values: list[float | None], digits: int = 4) -> float | None:
     present = [v for v in values if v is not None]
-    return round(float(np.mean(present)), 4) if present else None
+    return round(float(np.mean(present)), digits) if present else None
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -202,6 +203,8 @@ def summarise(rows: list[dict]) -> dict:
         "abstain_reasons": dict(Counter(r["abstain_reason"] for r in rows if r["abstained"]).most_common()),
         "answer_paths": dict(Counter(r["answer_path"] for r in rows).most_common()),
         "gold_shown": _share([r["gold_shown"] for r in rows]),
+        # A message read as asking nothing is not searched at all: the share among the questions that were.
+        "gold_shown_of_searched": _share([r["gold_shown"] for r in rows if r["answer_path"] not in NOT_SEARCHED]),
         "gold_cited_of_answered": _share([r["gold_cited"] for r in answered]),
         "gold_cited_of_all": _share([r["gold_cited"] for r in rows]),
         "abstained_with_gold_shown": sum(r["abstained"] and r["gold_shown"] for r in rows),
@@ -224,7 +227,7 @@ def summarise(rows: list[dict]) -> dict:
         "handoffs_not_from_profile": sum(r["handoff_from_profile"] is False for r in rows),
         "total_ms_p50": round(float(np.percentile(totals, 50)), 1) if totals else None,
         "total_ms_p95": round(float(np.percentile(totals, 95)), 1) if totals else None,
-        "load_average_while_asking": _mean([r.get("load_average") for r in rows]),
+        "load_average_while_asking": _mean([r.get("load_average") for r in rows], digits=1),
     }
 
 
@@ -249,17 +252,20 @@ def markdown(result: dict) -> list[str]:
         f"abstention thresholds: the calibrated ones (fitted on the knowledge base's calibration half)",
         f"- questions: the first {s['questions']} of WixQA queries.jsonl, each in a fresh customer session; "
         f"{result['resumed']} taken from the checkpoint",
-        f"- load average (1/5/15 min) at start {result['load_start']}, at end {result['load_end']} (2 cores, shared); "
-        f"wall time {result['wall_seconds'] / 60:.1f} min for the questions asked in this run; peak RSS "
-        f"{result['peak_rss_mib']} MiB; per question p50 {s['total_ms_p50']} ms, p95 {s['total_ms_p95']} ms "
-        f"(1-minute load average while asking, mean {s['load_average_while_asking']})",
+        f"- per question p50 {s['total_ms_p50']:,.0f} ms, p95 {s['total_ms_p95']:,.0f} ms (each answer's time and the "
+        f"1-minute load average when it was asked are in the checkpoint rows; mean load while asking "
+        f"{s['load_average_while_asking']}, {os.cpu_count()} cores shared with other jobs)",
+        f"- this run: {s['questions'] - result['resumed']} questions asked in {result['wall_seconds'] / 60:.1f} min, "
+        f"load average {result['load_start']} at start, {result['load_end']} at end; "
+        f"peak RSS {result['peak_rss_mib']} MiB",
         "",
         "| | |",
         "|---|---|",
         f"| answered | {s['answered']} / {s['questions']} ({_percent(s['answer_rate'])}) |",
         f"| answer paths | {paths} |",
         f"| abstain reasons | {reasons} |",
-        f"| gold article among the sources shown | {_percent(s['gold_shown'])} |",
+        f"| gold article among the sources shown (of all / of the questions searched) | {_percent(s['gold_shown'])} / "
+        f"{_percent(s['gold_shown_of_searched'])} |",
         f"| gold article cited (of answered / of all) | {_percent(s['gold_cited_of_answered'])} / "
         f"{_percent(s['gold_cited_of_all'])} |",
         f"| not answered although a gold article was shown (abstained / all) | {s['abstained_with_gold_shown']} / "
