@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from webapp.brand_view import brand_css
-from webapp.insights import DayCount, Insights, gather
+from webapp.insights import DayCount, Insights, VectorCache, gather
 from webapp.services import AppServices
 from webapp.staff_auth import basic_staff
 from webapp.widget import passage_html
@@ -240,13 +240,14 @@ def insights_router(services: AppServices) -> APIRouter:
     basic = HTTPBasic(auto_error=False)
     assistant = services.assistant
     index, brand = assistant.index, assistant.brand
+    cache = VectorCache()
 
     def staff(request: Request, credentials: HTTPBasicCredentials | None = Depends(basic)) -> str:
         return basic_staff(services, request, credentials, REALM)
 
     async def current() -> Insights:
         # Encoding the gap questions takes a moment: off the event loop.
-        return await run_in_threadpool(gather, services.log, index, index.encoder)
+        return await run_in_threadpool(gather, services.log, index, index.encoder, cache)
 
     @router.get("/insights", dependencies=[Depends(staff)])
     def insights_slash() -> Response:
