@@ -1,8 +1,8 @@
 """The assistant: a conversation turn in, a cited answer (streamed) or an honest "I don't know" out.
 
 One turn, evidence first:
-1. check the message; a statement that asks nothing gets a short invitation to ask;
-2. join a follow-up with the client's previous message (`follow_up.py`);
+1. check the message;
+2. join a follow-up with the client's previous message, or a question with the statement before it (`follow_up.py`);
 3. retrieve (customer mode sees only `audience: public` chunks, enforced by the retriever's metadata filter);
 4. pick the few sentences, list items and table rows of those passages that the ColBERT-Att token alignment finds
    for the question (`evidence.py`); abstain when retrieval or evidence is below its calibrated threshold;
@@ -30,7 +30,7 @@ from assistant.answer_check import DraftChecker
 from assistant.brand import BrandProfile
 from assistant.citations import NumberMismatch
 from assistant.evidence import Evidence, evidence_for
-from assistant.follow_up import asks_something, standalone_question
+from assistant.follow_up import standalone_question
 from assistant.llm_backends import ChatModel
 from assistant.memory import SessionMemory
 from assistant.prompts import PromptSource, answer_messages
@@ -259,17 +259,6 @@ class Assistant:
         question = message.strip()
         history = self.memory.history(session_id)
         standalone = standalone_question(question, history)
-        if not asks_something(standalone):
-            # "I just bought the Nocturne jacket.": nothing to answer yet; its question comes next and is joined to it.
-            text = self.brand.strings.greeting_reply
-            answer = AssistantAnswer(
-                text=text, abstained=False, answer_path="acknowledged", question=question,
-                standalone_question=standalone, mode=mode,
-                timings_ms={"first_token": 0.0, "total": (time.perf_counter() - started) * 1000},
-            )  # fmt: skip
-            self.memory.add_turn(session_id, question, text, abstained=False)
-            return AnswerStream([], standalone, iter([text]), lambda _: answer)
-
         hits = self.retriever(mode, ScoringMode(scoring) if scoring else None).retrieve(QueryBundle(standalone))
         retrieved_at = time.perf_counter()
         sources = [_citation(number, hit) for number, hit in enumerate(hits, start=1)]

@@ -186,6 +186,16 @@ class _AbortFlag:
         self._buffer[0] = b"x" if abort else b"\0"
 
 
+def _abort_flag_of(model: object) -> _AbortFlag:
+    """The one abort flag of a llama.cpp model. llama.cpp reads the flag's buffer by address: a second ChatModel over
+    the same model must share it, or the buffer of a collected ChatModel would be read after it is freed."""
+    flag = getattr(model, "_colbert_att_abort_flag", None)
+    if flag is None:
+        flag = _AbortFlag(model)
+        model._colbert_att_abort_flag = flag  # type: ignore[attr-defined]
+    return flag
+
+
 class _AbortWatcher:
     """For one generation: a thread that raises the abort flag once `cancel` is set or its deadline passes."""
 
@@ -218,7 +228,7 @@ class ChatModel:
         self.settings = settings
         self._lock = threading.Lock()
         model = getattr(llm, "_model", None)
-        self._abort = _AbortFlag(model) if model is not None and hasattr(model, "_ctx") else None
+        self._abort = _abort_flag_of(model) if model is not None and hasattr(model, "_ctx") else None
 
     @classmethod
     def from_settings(cls, settings: LLMSettings) -> ChatModel:
