@@ -141,6 +141,8 @@
     bubble = bubble || element("div", "msg bot");
     bubble.replaceChildren();
     bubble.classList.toggle("pending", !item.final && !item.error);
+    // Screen readers announce the answer once it is complete, not every streamed piece.
+    bubble.setAttribute("aria-busy", String(!item.final && !item.error));
     bubble.appendChild(element("span", "visually-hidden", config.name + ": "));
     const text = element("div", "text");
     bubble.appendChild(text);
