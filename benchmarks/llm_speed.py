@@ -19,12 +19,16 @@ then evidence lines from knowledge-base sections and a question, cut to about th
   (`brands/wix-help-centre.yaml`), whose system prompt departs from ours after 10 tokens, so the live KV cache holds
   nothing useful (without a cache that turn is cold); the cache saved the state after each completion and restores
   the one with the longest common prefix (here the turn before, same brand, other question). Also: bytes per saved
-  state (KV cache and the logits buffer llama-cpp-python copies with it), save and restore time;
+  state (KV cache and the logits buffer llama-cpp-python copies with it), save and restore time where
+  create_completion calls them;
 - generation tokens/s: 64 greedy tokens after an 800-token prompt (EOS ignored), first token excluded.
 
-Each timing is the median of `--repeats` runs, after one warm-up call per model. "New tokens in 1 s" is a
-straight-line fit through the two lengths' first-token times, t = fixed + new_tokens / rate (warm: the tokens after
-the reused prefix; cold: the whole prompt).
+Every time is measured twice: wall clock, and the CPU seconds of all the process's threads over the thread count.
+On an idle machine the two are close for prompt evaluation; on a shared one the wall clock is mostly waiting for a
+core and the CPU figure estimates the idle-machine time (run with OMP_WAIT_POLICY=PASSIVE so that threads waiting
+at a barrier sleep instead of spinning and adding CPU time). Each timing is the median of `--repeats` runs, after one
+warm-up call per model. "New tokens in 1 s" is a straight-line fit through the two lengths' first-token times,
+t = fixed + new_tokens / rate (warm: the tokens after the reused prefix; cold: the whole prompt).
 Results: benchmarks/results/*-llm-speed.json and a section of benchmarks/RESULTS.md.
 """
 
@@ -38,10 +42,10 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
 
 import llama_cpp
 from llama_cpp import Llama, LlamaRAMCache
+from llama_cpp.llama import LlamaState
 
 from assistant.brand import BRANDS_DIR, BrandProfile
 from assistant.bundled_models import BUNDLED_MODELS, BundledGGUF, bundled_model_path
@@ -146,17 +150,6 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
 
-def timed(function: Callable[[], object], repeats: int) -> list[float]:
-    """Seconds per call, the first (warm-up) call not counted."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def prompt_evaluated(llm: Llama) -> tuple[int, float]:
     """Prompt tokens llama.cpp decoded in batches since its counters were reset, and its own time for them (ms).
 
@@ -172,15 +165,16 @@ def first_token(llm: Llama, prompt: str) -> dict:
     reusable = Llama.longest_token_prefix(llm._input_ids.tolist(), tokens)
     llama_cpp.llama_synchronize(llm.ctx)
     llama_cpp.llama_perf_context_reset(llm.ctx)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     stream = llm.create_completion(prompt, max_tokens=4, temperature=0.0, top_k=1, stop=CHATML_STOP, stream=True)
     next(iter(stream))
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     evaluated, llama_ms = prompt_evaluated(llm)
     for _ in stream:  # finish the completion (and the cache save) outside the timing
         pass
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "prompt_tokens": len(tokens),
         "reusable": reusable,
         "evaluated": evaluated,
@@ -197,6 +191,9 @@ def summarise(runs: list[dict]) -> dict:
     return {
         "ttft_s": median([run["seconds"] for run in runs]),
         "ttft_s_all": [round(run["seconds"], 3) for run in runs],
+        # CPU seconds of all threads over the thread count: what the wall time would be on an idle machine if the
+        # work split evenly (it does for prompt batches; sampling is serial, so this is a lower bound).
+        "ttft_cpu_per_thread_s": median([run["cpu_seconds"] / THREADS for run in runs]),
         "prompt_tokens": runs[0]["prompt_tokens"],
         # At the first chunk llama.cpp has decoded exactly the prompt tokens it did not reuse.
         "reused_tokens": sorted({run["prompt_tokens"] - run["evaluated"] for run in runs}),
@@ -209,10 +206,10 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
-def fit(ttft: dict, kind: str) -> dict:
+def fit(ttft: dict, kind: str, measure: str = "ttft_s") -> dict:
     """Straight line t = fixed + new_tokens / rate through the two prompt lengths; the new tokens that fit in 1 s."""
     (n1, t1), (n2, t2) = (
-        (ttft[str(n)][kind]["prompt_tokens"] - ttft[str(n)][kind]["reused_tokens"][0], ttft[str(n)][kind]["ttft_s"])
+        (ttft[str(n)][kind]["prompt_tokens"] - ttft[str(n)][kind]["reused_tokens"][0], ttft[str(n)][kind][measure])
         for n in PROMPT_LENGTHS
     )
     if t2 <= t1 or n2 <= n1:
@@ -234,12 +231,19 @@ def prompt_eval_speed(llm: Llama, tokens: list[int], repeats: int) -> dict:
         llm.eval(tokens)
         llama_cpp.llama_synchronize(llm.ctx)  # llama_decode may return before the backend has finished
 
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         evaluate()
         times.append(time.perf_counter() - start)
-    return {"tokens": len(tokens), "seconds": median(times), "tokens_per_s": round(len(tokens) / median(times), 1)}
+        cpu_times.append(time.process_time() - start_cpu)
+    return {
+        "tokens": len(tokens),
+        "seconds": median(times),
+        "tokens_per_s": round(len(tokens) / median(times), 1),
+        "cpu_seconds": median(cpu_times),
+        "tokens_per_cpu_per_thread_s": round(len(tokens) * THREADS / median(cpu_times), 1),
+    }
 
 
 def first_token_cold_and_warm(llm: Llama, first: str, other: str, repeats: int) -> dict:
@@ -251,44 +255,80 @@ def first_token_cold_and_warm(llm: Llama, first: str, other: str, repeats: int) 
     return {"cold": summarise(cold), "warm": summarise(warm)}
 
 
+class StateTimer:
+    """Times `save_state`/`load_state` where create_completion calls them (a save after every completion, a
+    restore before one), by wrapping them on this one `Llama` object. Timed apart from create_completion, a
+    restore looks cheaper: its 300 MB logits copy lands in memory that is already paged in."""
+
+    def __init__(self, llm: Llama) -> None:
+        self.llm, self.saves, self.restores = llm, [], []
+        self.save, self.restore = llm.save_state, llm.load_state
+        self.sizes: tuple[int, int] = (0, 0)
+
+    def __enter__(self) -> StateTimer:
+        def save() -> LlamaState:
+            start = time.perf_counter()
+            state = self.save()
+            self.saves.append(time.perf_counter() - start)
+            self.sizes = (state.llama_state_size, state.scores.nbytes)
+            return state
+
+        def restore(state: LlamaState) -> None:
+            start = time.perf_counter()
+            self.restore(state)
+            self.restores.append(time.perf_counter() - start)
+
+        self.llm.save_state, self.llm.load_state = save, restore
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        del self.llm.save_state, self.llm.load_state  # the class's methods again
+
+
 def ram_cache_costs(llm: Llama, first: str, other: str, unrelated: str, repeats: int) -> dict:
     """TTFT for `other` right after another brand's turn, its prefix restored from the state saved after `first`."""
     runs = []
-    for _ in range(repeats):
-        # A fresh cache per run, so that the state restored for `other` is the one of `first` (another question).
-        cache = LlamaRAMCache(capacity_bytes=2 << 30)
-        llm.set_cache(cache)
-        first_token(llm, first)
-        first_token(llm, unrelated)
-        runs.append(first_token(llm, other))
-    entries, cache_mb = len(cache.cache_state), round(cache.cache_size / 2**20, 1)
-    llm.set_cache(None)
-    save_times = timed(llm.save_state, repeats)
-    state = llm.save_state()
-    load_times = timed(lambda: llm.load_state(state), repeats)
+    with StateTimer(llm) as timer:
+        for _ in range(repeats):
+            # A fresh cache per run, so that the state restored for `other` is the one of `first` (other question).
+            cache = LlamaRAMCache(capacity_bytes=2 << 30)
+            llm.set_cache(cache)
+            first_token(llm, first)
+            first_token(llm, unrelated)
+            runs.append(first_token(llm, other))
+        entries, cache_mb = len(cache.cache_state), round(cache.cache_size / 2**20, 1)
+        llm.set_cache(None)
     return {
         "after_other_brand": summarise(runs),
-        "state_mb": round(state.llama_state_size / 2**20, 1),
-        "scores_mb": round(state.scores.nbytes / 2**20, 1),
-        "save_s": median(save_times),
-        "restore_s": median(load_times),
+        "state_mb": round(timer.sizes[0] / 2**20, 1),
+        "scores_mb": round(timer.sizes[1] / 2**20, 1),
+        "save_s": median(timer.saves),
+        "restore_s": median(timer.restores),
+        "saves": len(timer.saves),
+        "restores": len(timer.restores),
         "entries_after_three_calls": entries,
         "cache_mb_after_three_calls": cache_mb,
     }
 
 
-def generation_speed(llm: Llama, first: str, other: str, repeats: int) -> float:
+def generation_speed(llm: Llama, first: str, other: str, repeats: int) -> dict:
     """Greedy tokens/s after `other` (its prefix warm from `first`), EOS ignored, the first token not counted."""
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(repeats):
         first_token(llm, first)
         stamps = []
         for _token in llm.generate(llm.tokenize(other.encode(), add_bos=False, special=True), top_k=1, temp=0.0):
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.process_time()))
             if len(stamps) == GENERATED_TOKENS:
                 break
-        rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-    return round(statistics.median(rates), 1)
+        rates.append((len(stamps) - 1) / (stamps[-1][0] - stamps[0][0]))
+        cpu_rates.append((len(stamps) - 1) * THREADS / (stamps[-1][1] - stamps[0][1]))
+    return {
+        "tokens_per_s": round(statistics.median(rates), 1),
+        # Tokens per CPU second times the thread count: an upper bound for an idle machine (one token's work
+        # splits less evenly over threads than a prompt batch).
+        "tokens_per_cpu_per_thread_s": round(statistics.median(cpu_rates), 1),
+    }
 
 
 def measure_model(model: BundledGGUF, repeats: int) -> dict:
@@ -316,32 +356,43 @@ def measure_model(model: BundledGGUF, repeats: int) -> dict:
     progress(model.name, "LlamaRAMCache", started)
     result["ram_cache"] = ram_cache_costs(llm, *longest, prompts.unrelated(), repeats)
     progress(model.name, "generation", started)
-    result["generation_tokens_per_s"] = generation_speed(llm, *longest, repeats)
+    result["generation"] = generation_speed(llm, *longest, repeats)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["one_second_budget"] = {kind: fit(result["ttft"], kind) for kind in ("cold", "warm")}
+    result["one_second_budget_cpu_per_thread"] = {
+        kind: fit(result["ttft"], kind, "ttft_cpu_per_thread_s") for kind in ("cold", "warm")
+    }
     progress(model.name, "done", started)
     return result
 
 
 def table(results: list[dict]) -> list[str]:
+    """Two rows per model: wall clock as measured, and CPU seconds over the thread count (an idle-machine estimate)."""
     a, b = (str(n) for n in PROMPT_LENGTHS)
     lines = [
         "",
-        f"| model | load s | prompt eval tok/s ({a} / {b} tokens) | TTFT cold {a} / {b} s "
+        f"| model | measure | prompt eval tok/s ({a} / {b} tokens) | TTFT cold {a} / {b} s "
         f"| TTFT warm prefix {a} / {b} s | TTFT after another brand, RAM cache, {b} s | gen tok/s "
-        "| new tokens in 1 s (warm) | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| new tokens in 1 s (warm prefix) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        pe, tt = r["prompt_eval"], r["ttft"]
-        lines.append(
-            f"| {r['model']} | {r['load_s']} | {pe[a]['tokens_per_s']} / {pe[b]['tokens_per_s']} "
-            f"| {tt[a]['cold']['ttft_s']} / {tt[b]['cold']['ttft_s']} "
-            f"| {tt[a]['warm']['ttft_s']} / {tt[b]['warm']['ttft_s']} "
-            f"| {r['ram_cache']['after_other_brand']['ttft_s']} "
-            f"| {r['generation_tokens_per_s']} | {r['one_second_budget']['warm']['new_tokens_within_1s']} "
-            f"| {r['peak_rss_mb']} |"
-        )
+        pe, tt, cache = r["prompt_eval"], r["ttft"], r["ram_cache"]["after_other_brand"]
+        for label, rate, ttft, gen, budget in (
+            ("wall clock", "tokens_per_s", "ttft_s", "tokens_per_s", "one_second_budget"),
+            (
+                f"CPU s / {THREADS} threads",
+                "tokens_per_cpu_per_thread_s",
+                "ttft_cpu_per_thread_s",
+                "tokens_per_cpu_per_thread_s",
+                "one_second_budget_cpu_per_thread",
+            ),
+        ):
+            lines.append(
+                f"| {r['model']} | {label} | {pe[a][rate]} / {pe[b][rate]} "
+                f"| {tt[a]['cold'][ttft]} / {tt[b]['cold'][ttft]} | {tt[a]['warm'][ttft]} / {tt[b]['warm'][ttft]} "
+                f"| {cache[ttft]} | {r['generation'][gen]} | {r[budget]['warm']['new_tokens_within_1s']} |"
+            )
     return lines
 
 
@@ -376,25 +427,35 @@ def main() -> None:
         + ") then knowledge-base evidence lines and a question, cut to 300 / 800 tokens; medians of "
         f"{args.repeats} runs after a warm-up",
         "- TTFT = create_completion(stream=True) to its first chunk. warm: previous call another answer prompt "
-        "(llama.cpp kept the common prefix: reused tokens "
+        "(llama.cpp kept the common prefix; reused tokens by its own count: "
         + ", ".join(f"{r['model']} {r['ttft'][str(PROMPT_LENGTHS[-1])]['warm']['reused_tokens']}" for r in results)
-        + "); after another brand: previous call a turn for brands/wix-help-centre.yaml without / with "
-        "LlamaRAMCache",
+        + "); after another brand: previous call a turn for brands/wix-help-centre.yaml (10 tokens in common), "
+        "state restored by LlamaRAMCache (reused tokens: "
+        + ", ".join(f"{r['model']} {r['ram_cache']['after_other_brand']['reused_tokens']}" for r in results)
+        + ")",
         "- LlamaRAMCache per saved state: "
         + "; ".join(
             f"{r['model']} {r['ram_cache']['state_mb']} MB KV + {r['ram_cache']['scores_mb']} MB logits, "
-            f"save {r['ram_cache']['save_s']} s, restore {r['ram_cache']['restore_s']} s"
+            f"save {r['ram_cache']['save_s']} s (after every completion, outside the TTFT), restore "
+            f"{r['ram_cache']['restore_s']} s ({r['ram_cache']['restores']} restores in {args.repeats} runs), as "
+            "create_completion calls them"
             for r in results
         ),
         "- new tokens in 1 s: straight-line fit t = fixed + new/rate through the two lengths' TTFTs (warm: tokens "
         "after the reused prefix; cold: the whole prompt): "
         + "; ".join(
-            f"{r['model']} warm fixed {b['warm']['fixed_s']} s, {b['warm']['new_tokens_per_s']} tokens/s, "
-            f"{b['warm']['new_tokens_within_1s']} tokens in 1 s; cold fixed {b['cold']['fixed_s']} s, "
-            f"{b['cold']['new_tokens_per_s']} tokens/s, {b['cold']['new_tokens_within_1s']} tokens in 1 s"
+            f"{r['model']} {label} warm fixed {b['warm']['fixed_s']} s, {b['warm']['new_tokens_per_s']} tokens/s, "
+            f"{b['warm']['new_tokens_within_1s']} tokens in 1 s, cold {b['cold']['new_tokens_within_1s']} tokens in 1 s"
             for r in results
-            for b in [r["one_second_budget"]]
+            for label, b in (("wall", r["one_second_budget"]), ("CPU/threads", r["one_second_budget_cpu_per_thread"]))
         ),
+        "- 'CPU s / threads': CPU seconds of all the process's threads over the thread count, the wall time an idle "
+        "machine would need if the work split evenly over the threads (prompt batches do; sampling and one-token "
+        "decoding less so, so it is an optimistic estimate); on this shared machine the wall clock is mostly time "
+        "spent waiting for a core",
+        "- model load s / peak RSS MB: "
+        + "; ".join(f"{r['model']} {r['load_s']} / {r['peak_rss_mb']}" for r in results),
+        f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}",
         "- load average (1/5/15 min) before / after each model: "
         + "; ".join(f"{name} {load['before']} / {load['after']}" for name, load in loads.items()),
         *lines,
