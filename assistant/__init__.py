@@ -1,4 +1,4 @@
-"""The LLM answer generator (issue 5): a conversation turn in, a cited answer or an honest "I don't know" out.
+"""The LLM answer generator: a conversation turn in, a cited answer or an honest "I don't know" out.
 
 from assistant import Assistant, AssistantSettings
 assistant = Assistant.from_settings(AssistantSettings.load())

@@ -1,4 +1,4 @@
-"""Where the residual_pq codec loses quality, and which variant to use (issue #9): chosen on SciFact train.
+"""Where the residual_pq codec loses quality, and which variant to use: chosen on SciFact train.
 
     python benchmarks/codec_choice.py --index-dir indexes/scifact --dataset ../shared/datasets/scifact \
         --variants 2048,2048+opq,8192,8192+opq

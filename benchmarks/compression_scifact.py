@@ -1,4 +1,4 @@
-"""Compressed storage and attention-based pruning on SciFact: bytes per token against nDCG@10 (issue #9).
+"""Compressed storage and attention-based pruning on SciFact: bytes per token against nDCG@10.
 
     python benchmarks/compression_scifact.py --index-dir indexes/scifact --dataset ../shared/datasets/scifact
 

@@ -1,4 +1,4 @@
-"""Side-by-side run against PyLate (issue #3): the same MiniLM weights, markers, lengths and query expansion in both
+"""Side-by-side run against PyLate: the same MiniLM weights, markers, lengths and query expansion in both
 systems, SciFact test queries searched one at a time on 2 threads.
 
 PyLate is a benchmark-time tool here, never a project dependency: it lives in its own virtual environment, so the

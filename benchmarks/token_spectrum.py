@@ -2,7 +2,7 @@
 
     python benchmarks/token_spectrum.py --index-dir indexes/scifact
 
-Explains how much a fixed code size can keep (issue #9): the share of variance kept by the top k principal
+Explains how much a fixed code size can keep: the share of variance kept by the top k principal
 components, and the mean cosine between a held-out token and its projection onto them (no quantisation at all).
 """
 

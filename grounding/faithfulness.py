@@ -1,4 +1,4 @@
-"""LlamaIndex's `FaithfulnessEvaluator` beside the offline judge (issue #7), for comparison only.
+"""LlamaIndex's `FaithfulnessEvaluator` beside the offline judge, for comparison only.
 
 When an LLM backend is configured, each answer can also be given to the evaluator, with the passages it cites as
 contexts; it asks the LLM whether the answer is supported (YES/NO). The offline judge never needs it. This module

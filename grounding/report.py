@@ -1,4 +1,4 @@
-"""The grounding report (issue #7): run the assistant over a question set and judge every answer it gives.
+"""The grounding report: run the assistant over a question set and judge every answer it gives.
 
     python -m grounding.report [--questions kb|wixqa] [--split held_out] [--limit N] \
         [--output-dir benchmarks/results] [--no-record] [--checkpoint rows.jsonl] [--faithfulness]

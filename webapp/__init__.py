@@ -1,4 +1,4 @@
-"""The chat app (issue 6): a customer widget, a staff lookup page behind a login, and a small JSON API, all in
+"""The chat app: a customer widget, a staff lookup page behind a login, and a small JSON API, all in
 one FastAPI application (`create_app`), started by `python app.py`."""
 
 from webapp.server import create_app

@@ -1,4 +1,4 @@
-"""A note under an answer whose sentences the grounding judge could not verify in the sources (issue #7).
+"""A note under an answer whose sentences the grounding judge could not verify in the sources.
 
 Each sentence of an answered turn is read against the source(s) it cites, as ALCE scores citations: a sentence
 citing [2] is not vouched for by source [1] merely because [1] was also shown to the model. Only a sentence that
