@@ -47,7 +47,6 @@ class CustomerStrings(BaseModel):
     input_placeholder: str = "Ask about care, delivery, returns…"
     examples: list[str] = Field(default_factory=list)
     abstain: str = Field(description="Said instead of an answer the sources cannot support.")
-    greeting_reply: str = Field(description="The reply to a message that states something but asks nothing.")
     empty_message: str = "Your message seems to be empty. How can I help you today?"
     not_text: str = "I can only read text messages. Please type your question."
     too_long: str = "Your message is {length:,} characters long; I can read up to {limit:,}. Could you shorten it?"

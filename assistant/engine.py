@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 AbstainReason = Literal["invalid_message", "weak_retrieval", "weak_evidence", "no_sources", "model_declined",
                         "unsupported_answer"]  # fmt: skip
 # How the text shown was made: by the model (checked sentence by sentence), quoted from the evidence, or neither.
-AnswerPath = Literal["generated", "extractive", "abstained", "acknowledged", "invalid"]
+AnswerPath = Literal["generated", "extractive", "abstained", "invalid"]
 PUBLIC_ONLY = MetadataFilters(filters=[MetadataFilter(key="audience", value="public", operator=FilterOperator.EQ)])
 # Evidence units quoted when the draft is replaced by the evidence itself.
 EXTRACTIVE_UNITS = 2

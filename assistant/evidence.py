@@ -50,21 +50,10 @@ class EvidenceUnit:
 @dataclass(frozen=True)
 class Evidence:
     units: list[EvidenceUnit]
-    # Per content word piece of the question: its best similarity anywhere in the chosen units.
-    coverage: np.ndarray
-    content_tokens: list[str]
 
     @property
     def best_score(self) -> float:
         return max((unit.score for unit in self.units), default=0.0)
-
-    @property
-    def mean_coverage(self) -> float:
-        return float(self.coverage.mean()) if self.coverage.size else 0.0
-
-    @property
-    def min_coverage(self) -> float:
-        return float(self.coverage.min()) if self.coverage.size else 0.0
 
     def by_source(self) -> dict[int, list[EvidenceUnit]]:
         grouped: dict[int, list[EvidenceUnit]] = {}
@@ -119,20 +108,17 @@ def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
     return heading, units
 
 
-def content_weights(encoder: ColBERTAttEncoder, query: EncodedText) -> tuple[np.ndarray, list[str]]:
+def content_weights(encoder: ColBERTAttEncoder, query: EncodedText) -> np.ndarray:
     """exp(A) of each query word piece that carries content; 0 for special tokens, [MASK], punctuation and
     stop words, which match something in every passage and so say nothing about this one."""
     tokens = encoder.token_strings(query.token_ids)
     special = set(encoder.tokenizer.all_special_tokens)
     weights = np.exp(np.asarray(query.weights, dtype=np.float64))
-    kept = []
     for position, token in enumerate(tokens):
         word = token.removeprefix("##")
         if token in special or not any(c.isalnum() for c in word) or (word in STOPWORDS and not token.startswith("##")):
             weights[position] = 0.0
-        else:
-            kept.append(token)
-    return weights, kept
+    return weights
 
 
 def select_evidence(
@@ -145,7 +131,7 @@ def select_evidence(
 ) -> Evidence:
     """The units of `passages` that best answer `query`. Each passage is (number, text, similarities), the last
     being its (query tokens, stored tokens) cosine matrix (`MultiVectorIndex.token_similarities`)."""
-    weights, content_tokens = content_weights(encoder, query)
+    weights = content_weights(encoder, query)
     mask = weights > 0
     if not mask.any():
         weights, mask = np.ones_like(weights), np.ones_like(weights, dtype=bool)
@@ -174,7 +160,7 @@ def select_evidence(
             score = float(weights @ best)
             candidates.append((EvidenceUnit(number, position, heading, unit.text, score), best))
     if not candidates:
-        return Evidence([], np.zeros(0), content_tokens)
+        return Evidence([])
 
     candidates.sort(key=lambda item: (-item[0].score, item[0].source_number, item[0].position))
     chosen = [candidates[0]]
@@ -193,8 +179,7 @@ def select_evidence(
         best_of_first = next((item for item in candidates if item[0].source_number == first), None)
         if best_of_first is not None:
             chosen = [*chosen[: max_units - 1], best_of_first]
-            covered = np.max([best for _, best in chosen], axis=0)
-    return Evidence([unit for unit, _ in chosen], covered, content_tokens)
+    return Evidence([unit for unit, _ in chosen])
 
 
 def evidence_for(

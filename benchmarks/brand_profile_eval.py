@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from assistant.brand import BRANDS_DIR, BrandProfile
 from assistant.engine import Assistant, AssistantAnswer
 from assistant.settings import AssistantSettings, Mode
+from benchmarks.answer_diagnosis import read_checkpoint
 from retriever.encoder import ColBERTAttEncoder
 from retriever.results_log import record_run, run_header
 from retriever.settings import EncoderSettings
@@ -296,22 +297,6 @@ def markdown(result: dict) -> list[str]:
         )
     body += ["", "</details>"]
     return body
-
-
-def read_checkpoint(path: Path | None) -> dict[str, dict]:
-    """question id -> row, from the rows a previous run appended (a torn last line is ignored)."""
-    if path is None or not path.exists():
-        return {}
-    rows: dict[str, dict] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                console.print(f"Checkpoint {path}: line {number} is not JSON (an interrupted write?), ignored.")
-                continue
-            rows[row["id"]] = row
-    return rows
 
 
 def shared_wixqa_dir() -> Path:
