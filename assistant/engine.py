@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 from pydantic import BaseModel, Field
 
@@ -36,9 +35,9 @@ from assistant.memory import SessionMemory
 from assistant.prompts import PromptSource, answer_messages
 from assistant.settings import AssistantSettings, Mode
 from grounding import GroundingJudge
-from retriever.encoder import ColBERTAttEncoder
+from retriever.encoder import ColBERTAttEncoder, EncodedText
 from retriever.index import MultiVectorIndex
-from retriever.llama_retriever import ColBERTAttRetriever
+from retriever.index.multivector_index import SearchHit
 from retriever.scoring import ScoringMode
 from retriever.settings import EncoderSettings
 
@@ -89,18 +88,18 @@ class AssistantAnswer(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
-def _citation(number: int, hit: NodeWithScore) -> Citation:
-    metadata = hit.node.metadata
+def _citation(number: int, hit: SearchHit) -> Citation:
+    metadata = hit.metadata
     return Citation(
         number=number,
-        node_id=hit.node.node_id,
-        document_id=str(metadata.get("document_id", hit.node.node_id)),
+        node_id=hit.id,
+        document_id=str(metadata.get("document_id", hit.id)),
         title=str(metadata.get("title", "")),
         section=str(metadata.get("header_path", "")),
         source_path=str(metadata.get("source_path", "")),
         audience=str(metadata.get("audience", "")),
-        score=float(hit.score or 0.0),
-        text=hit.node.get_content(),
+        score=hit.normalised_score,
+        text=hit.text,
     )
 
 
@@ -220,18 +219,21 @@ class Assistant:
 
     # ---- the steps of one turn ----------------------------------------------------------------------------
 
-    def retriever(self, mode: Mode | str, scoring: ScoringMode | None = None, top_k: int | None = None):
-        return ColBERTAttRetriever(
-            self.index,
-            similarity_top_k=top_k or self.settings.retrieval.top_k,
-            filters=PUBLIC_ONLY if Mode(mode) is Mode.CUSTOMER else None,
-            scoring=scoring or self.settings.retrieval.scoring,
+    def retrieve(self, query: EncodedText, mode: Mode, scoring: ScoringMode | None = None) -> list[Citation]:
+        """The top passages, numbered from 1; customer mode sees only public ones (a metadata filter of the index,
+        not a rule in the prompt)."""
+        hits = self.index.search(
+            query,
+            top_k=self.settings.retrieval.top_k,
+            mode=scoring or self.settings.retrieval.scoring,
+            filters=PUBLIC_ONLY if mode is Mode.CUSTOMER else None,
         )
+        return [_citation(number, hit) for number, hit in enumerate(hits, start=1)]
 
-    def evidence(self, question: str, sources: list[Citation]) -> Evidence:
-        """The lines of `sources` that answer `question`, by the token alignment of the score."""
+    def evidence(self, query: EncodedText, sources: list[Citation]) -> Evidence:
+        """The lines of `sources` that answer the query, by the token alignment of the score."""
         passages = [(s.number, s.node_id, s.text) for s in sources]
-        return evidence_for(self.index, question, passages, max_units=self.settings.retrieval.evidence_units)
+        return evidence_for(self.index, query, passages, max_units=self.settings.retrieval.evidence_units)
 
     def handoff_text(self) -> str:
         return " ".join(part for part in (self.brand.strings.abstain, self.brand.handoff) if part)
@@ -259,11 +261,12 @@ class Assistant:
         question = message.strip()
         history = self.memory.history(session_id)
         standalone = standalone_question(question, history)
-        hits = self.retriever(mode, ScoringMode(scoring) if scoring else None).retrieve(QueryBundle(standalone))
+        # One encoding of the question serves retrieval and the evidence alignment.
+        query = self.index.encoder.encode_query(standalone)
+        sources = self.retrieve(query, mode, ScoringMode(scoring) if scoring else None)
         retrieved_at = time.perf_counter()
-        sources = [_citation(number, hit) for number, hit in enumerate(hits, start=1)]
         top_score = sources[0].score if sources else None
-        evidence = self.evidence(standalone, sources) if sources else None
+        evidence = self.evidence(query, sources) if sources else None
         evidence_at = time.perf_counter()
         timings = {"retrieval": (retrieved_at - started) * 1000, "evidence": (evidence_at - retrieved_at) * 1000}
         evidence_lines = [f"[{u.source_number}] {u.text}" for u in evidence.units] if evidence else []

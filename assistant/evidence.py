@@ -183,10 +183,13 @@ def select_evidence(
 
 
 def evidence_for(
-    index: MultiVectorIndex, question: str, passages: Sequence[tuple[int, str, str]], max_units: int = 6
+    index: MultiVectorIndex,
+    question: str | EncodedText,
+    passages: Sequence[tuple[int, str, str]],
+    max_units: int = 6,
 ) -> Evidence:
-    """`select_evidence` for retrieved passages given as (number, node id, text): the question is encoded once and
-    aligned with each passage's stored tokens."""
-    query = index.encoder.encode_query(question)
+    """`select_evidence` for retrieved passages given as (number, node id, text): the question (encoded here unless
+    it already is) is aligned with each passage's stored tokens."""
+    query = index.encoder.encode_query(question) if isinstance(question, str) else question
     aligned = [(number, text, index.token_similarities(query, node_id)) for number, node_id, text in passages]
     return select_evidence(index.encoder, query, aligned, max_units=max_units)
