@@ -42,7 +42,6 @@ class DraftCheck:
     def shown(self) -> list[SentenceVerdict]:
         return [s for s in self.sentences if s.shown]
 
-
     @property
     def cited(self) -> list[int]:
         return list(dict.fromkeys(n for s in self.shown for n in s.cited))
@@ -54,9 +53,11 @@ class DraftChecker:
     def __init__(self, passages: Mapping[int, str], judge: GroundingJudge | None):
         self.passages = dict(passages)
         self.judge = judge
-        self._evidence = dict(zip(self.passages, judge.passages(list(self.passages.values())), strict=True)) if (
-            judge is not None and self.passages
-        ) else {}
+        self._evidence = (
+            dict(zip(self.passages, judge.passages(list(self.passages.values())), strict=True))
+            if (judge is not None and self.passages)
+            else {}
+        )
         self.result = DraftCheck()
 
     def check(self, sentence: str) -> SentenceVerdict:
