@@ -2,7 +2,8 @@
 
 One embedded llama.cpp context answers one customer at a time. `llama-server` decodes the requests of all its
 slots in one batch (continuous batching), so N customers share the cores instead of queueing behind a lock.
-The assistant talks to it through the ordinary `openai_like` backend:
+The assistant talks to it through the ordinary `openai_like` backend; the `llama_server` backend
+(`ChatModel.from_settings(LLMSettings(backend="llama_server", parallel_slots=4))`) does all of this itself:
 
     with start_llm_server(LLMServerSettings(parallel_slots=4)) as server:
         llm_settings = server.llm_settings(settings.llm)   # backend=openai_like, base_url, model
@@ -51,8 +52,8 @@ class LLMServerError(AssistantError):
 
 
 class LLMServerSettings(BaseModel):
-    """How to run the local LLM server. Environment: `ASSISTANT_LLM_SERVER__PARALLEL_SLOTS=4` etc. once wired
-    into the app's settings."""
+    """How to run the local LLM server. The app fills it from its LLM settings (`ASSISTANT_LLM__BACKEND=llama_server`,
+    `ASSISTANT_LLM__PARALLEL_SLOTS=4`, …; see `assistant.llm_backends.server_settings`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -78,7 +79,7 @@ def find_binary(settings: LLMServerSettings) -> Path:
     if settings.binary:
         path = Path(os.path.expanduser(settings.binary))
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise LLMServerError(f"llm_server.binary={settings.binary} is not an executable file.")
+            raise LLMServerError(f"The llama-server binary {settings.binary} is not an executable file.")
         return path
     cached = cached_binary_path()
     if cached.is_file():
@@ -88,7 +89,7 @@ def find_binary(settings: LLMServerSettings) -> Path:
         return Path(on_path)
     raise LLMServerError(
         f"No {BINARY_NAME} binary: build llama.cpp's server once with `{BUILD_COMMAND}` (several minutes; it "
-        f"lands in {cached.parent}), put {BINARY_NAME} on PATH, or set llm_server.binary."
+        f"lands in {cached.parent}), put {BINARY_NAME} on PATH, or give its path (ASSISTANT_LLM__SERVER_BINARY)."
     )
 
 
@@ -96,7 +97,7 @@ def model_path(settings: LLMServerSettings) -> Path:
     if settings.gguf_path:
         path = Path(os.path.expanduser(settings.gguf_path))
         if not path.is_file():
-            raise ModelFileError(f"llm_server.gguf_path={settings.gguf_path} is not a file; give a .gguf model.")
+            raise ModelFileError(f"The model file {settings.gguf_path} is not a file; give a .gguf model.")
         return path
     return bundled_model_path(settings.bundled_model)
 

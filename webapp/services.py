@@ -18,6 +18,12 @@ from webapp.sessions import SessionRegistry
 from webapp.settings import AppSettings
 
 
+def generation_slots(settings: AppSettings, capacity: int) -> int:
+    """Answers generated at once: as many as the model admits (one for the embedded model, a server's slots), or
+    fewer when configured. More would only wait inside the model, where a client is not told its place."""
+    return min(settings.generation_slots or capacity, capacity)
+
+
 @dataclass
 class AppServices:
     assistant: Assistant
@@ -58,7 +64,11 @@ class AppServices:
             ),
             memory=memory,
             sessions=SessionRegistry(memory, settings.session_idle_s),
-            generation=GenerationQueue(settings.generation_slots, settings.queue_size, settings.request_deadline_s),
+            generation=GenerationQueue(
+                generation_slots(settings, assistant.chat_model.capacity),
+                settings.queue_size,
+                settings.request_deadline_s,
+            ),
             staff_credentials=settings.staff_credentials(),
             judge=judge,
         )

@@ -37,8 +37,11 @@ class AppSettings(BaseSettings):
     login_window_s: float = Field(default=300.0, gt=0, description="Failures older than this are forgotten.")
     login_lockout_s: float = Field(default=300.0, gt=0, description="How long a client is locked out.")
     # Generation: a bounded line in front of the model.
-    generation_slots: int = Field(
-        default=1, ge=1, description="Answers generated at once: 1 for the embedded model, N for a server's N slots."
+    generation_slots: int | None = Field(
+        default=None,
+        ge=1,
+        description="Answers generated at once; None = what the LLM backend admits (1 for the embedded model, "
+        "its parallel slots for a server). A larger number is cut to that.",
     )
     queue_size: int = Field(default=8, ge=0, description="Requests that may wait for a slot; more get HTTP 503.")
     request_deadline_s: float = Field(default=120.0, gt=0, description="Waiting plus generating, per request.")
