@@ -28,6 +28,8 @@ class LLMBackend(StrEnum):
     LLAMA_CPP = "llama_cpp"  # embedded, no network: a GGUF file through llama-cpp-python
     OPENAI_LIKE = "openai_like"  # any OpenAI-compatible server: vLLM, llama.cpp server, Ollama's /v1, OpenAI
     OLLAMA = "ollama"
+    # llama.cpp's own server with parallel slots, started and stopped by the app on a loopback port
+    LLAMA_SERVER = "llama_server"
 
 
 class Mode(StrEnum):
@@ -39,10 +41,24 @@ class LLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: LLMBackend = LLMBackend.LLAMA_CPP
-    # llama_cpp: a bundled model by name, or any GGUF file by path (the path wins).
+    # llama_cpp / llama_server: a bundled model by name, or any GGUF file by path (the path wins).
     bundled_model: str = "qwen2.5-coder-0.5b-instruct"
     gguf_path: str | None = None
     threads: int | None = Field(default=None, ge=1, description="llama.cpp threads; None = all cores.")
+    # Generations in flight at once. The embedded llama_cpp model always takes one at a time.
+    parallel_slots: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="llama_server: the slots it is started with (decoded together in one batch); openai_like / "
+        "ollama: requests sent at once, set to what the server serves in parallel. Ignored by llama_cpp.",
+    )
+    server_binary: str | None = Field(
+        default=None,
+        description="llama_server: path to llama-server; None = the build of `python -m "
+        "assistant.llama_server_build`, then PATH.",
+    )
+    server_startup_timeout_s: float = Field(default=120.0, gt=0, description="llama_server: wait for /health.")
     # openai_like / ollama
     base_url: str | None = None
     model: str | None = None
