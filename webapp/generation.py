@@ -1,7 +1,8 @@
 """A bounded line in front of the model.
 
-At most `slots` generations run at once and at most `max_waiting` requests wait, each told its place as it
-changes; a request beyond that is refused at once with an estimated wait (the API answers HTTP 503 with
+At most `slots` generations run at once (the app gives it as many as the LLM backend admits, `ChatModel.capacity`:
+one for the embedded model, a server's parallel slots) and at most `max_waiting` requests wait, each told its place
+as it changes; a request beyond that is refused at once with an estimated wait (the API answers HTTP 503 with
 Retry-After) instead of waiting silently without bound.
 
 Every admitted request runs in a thread of its own under a `Cancellation`: the client's disconnect, the per-request
