@@ -27,11 +27,11 @@ from knowledge_base.chunking import DEFAULT_MAX_TOKENS, chunk_document
 from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, read_documents
 from retriever.cli import encoding_progress
 from retriever.encoder import ColBERTAttEncoder
-from retriever.errors import ColBERTAttError, IndexCorruptError, IndexMismatchError
-from retriever.index import DocumentInput, MultiVectorIndex
-from retriever.index.integrity import Verification
-from retriever.index.storage import read_manifest
-from retriever.settings import EncoderSettings, IndexSettings
+from retriever.errors import ColBERTAttError
+from retriever.index import BaseMultiVectorIndex, DocumentInput
+from retriever.index.factory import open_for_update
+from retriever.index.qdrant_settings import QdrantSettings
+from retriever.settings import EncoderSettings
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True, soft_wrap=True)
@@ -62,7 +62,9 @@ def chunk_folder(folder: Path, encoder: ColBERTAttEncoder, max_tokens: int = DEF
     return nodes, errors, failed
 
 
-def sync_index(index: MultiVectorIndex, nodes: list[TextNode], failed_sources: set[str], progress=None) -> IngestReport:
+def sync_index(
+    index: BaseMultiVectorIndex, nodes: list[TextNode], failed_sources: set[str], progress=None
+) -> IngestReport:
     """Make the index hold exactly `nodes`, except chunks of files that failed to read, which stay as they were."""
     report = IngestReport()
     wanted = {node.node_id: node for node in nodes}
@@ -107,8 +109,10 @@ def load_or_rebuild(
     encoder: ColBERTAttEncoder | None = None,
     show_progress: bool = False,
     rebuild: bool = False,
-) -> tuple[MultiVectorIndex, IngestReport]:
-    """The knowledge-base index, in line with the folder and verified, ready to search.
+    qdrant: QdrantSettings | None = None,
+) -> tuple[BaseMultiVectorIndex, IngestReport]:
+    """The knowledge-base index, in line with the folder and verified, ready to search: the local index at
+    `index_dir`, or the Qdrant collection `qdrant` names (then `index_dir` holds only its pointer file).
 
     An index that cannot be used is rebuilt from the documents (logged, and said in `report.rebuilt_because`);
     `rebuild` rebuilds it regardless. Raises KnowledgeBaseError only when the documents themselves are missing.
@@ -118,28 +122,19 @@ def load_or_rebuild(
             f"Documents {documents_dir} do not exist: give a folder of .md documents or a BEIR corpus.jsonl."
         )
     encoder = encoder or ColBERTAttEncoder(EncoderSettings())
-    index = MultiVectorIndex(encoder, IndexSettings(encoder=encoder.settings))
-    has_manifest = (index_dir / "manifest.json").is_file()
-    rebuilt_because = "asked to rebuild" if rebuild and has_manifest else None
-    up_to_date_format = True
-    if has_manifest and not rebuild:
-        try:
-            # Every file hashed before use: the knowledge base is small, and its text is shown to clients.
-            index = MultiVectorIndex.load(index_dir, encoder=encoder, verification=Verification.FULL)
-            up_to_date_format = read_manifest(index_dir).has_checksums
-        except (IndexMismatchError, IndexCorruptError) as exc:
-            # The index is derived data and every source document is here: rebuild it.
-            rebuilt_because = str(exc)
-            logger.warning("Rebuilding %s from the documents %s: %s", index_dir, documents_dir, exc)
+    opened = open_for_update(index_dir, encoder, qdrant, rebuild)
+    index = opened.index
+    rebuilt_because = "asked to rebuild" if rebuild and opened.existed else opened.unusable_because
+    if opened.unusable_because:
+        # The index is derived data and every source document is here: rebuild it.
+        logger.warning("Rebuilding %s from the documents %s: %s", opened.where, documents_dir, rebuilt_because)
     nodes, errors, failed = chunk_folder(documents_dir, index.encoder)
     new_count = len({n.node_id for n in nodes} - set(index.document_ids()))
     with encoding_progress(new_count, "Encoding chunks") if show_progress else nullcontext(None) as advance:
         report = sync_index(index, nodes, failed, progress=advance)
     report.errors = errors
     report.rebuilt_because = rebuilt_because
-    # An index written before checksums existed is written again to gain them.
-    if report.changed or not has_manifest or rebuilt_because or not up_to_date_format:
-        index.persist(index_dir)
+    opened.save(changed=report.changed)
     return index, report
 
 

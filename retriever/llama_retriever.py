@@ -14,9 +14,9 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import InvalidQueryError
-from retriever.index import DocumentInput
-from retriever.index.backends import AnyIndex, new_index, open_index
-from retriever.index.qdrant_index import QdrantSettings
+from retriever.index.base import BaseMultiVectorIndex, DocumentInput
+from retriever.index.factory import new_index, open_index
+from retriever.index.qdrant_settings import QdrantSettings
 from retriever.scoring import ScoringMode
 from retriever.settings import EncoderSettings, IndexSettings
 
@@ -32,8 +32,9 @@ def _node_to_document(node: BaseNode) -> DocumentInput:
 
 
 class ColBERTAttRetriever(BaseRetriever):
-    """Retrieves nodes by ColBERT-Att (or plain MaxSim) late interaction over a `MultiVectorIndex` (local FAISS or
-    compressed storage) or a `QdrantMultiVectorIndex` (Qdrant candidates, the same exact re-ranking).
+    """Retrieves nodes by ColBERT-Att (or plain MaxSim) late interaction over any index backend: the local
+    `MultiVectorIndex` (FAISS or compressed storage) or `QdrantMultiVectorIndex` (Qdrant candidates, the same exact
+    re-ranking).
 
     Each `NodeWithScore.score` is the normalised score in [0, 1]; the raw score is in the node's metadata
     under `colbert_att_raw_score`.
@@ -41,7 +42,7 @@ class ColBERTAttRetriever(BaseRetriever):
 
     def __init__(
         self,
-        index: AnyIndex,
+        index: BaseMultiVectorIndex,
         similarity_top_k: int = 10,
         filters: MetadataFilters | None = None,
         scoring: ScoringMode | str = ScoringMode.COLBERT_ATT,

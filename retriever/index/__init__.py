@@ -1,6 +1,17 @@
-"""The FAISS-backed multi-vector index and its on-disk format."""
+"""Multi-vector indexes: one contract (`base.py`), the local FAISS / compressed index and its on-disk format
+(`multivector_index.py`, `manifest.py`), the Qdrant backend (`qdrant_index.py`), and `factory.py` to open either."""
 
+from retriever.index.base import BaseMultiVectorIndex, DocumentInput, SearchHit, StoredDocument, TokenMatch
 from retriever.index.manifest import FORMAT_VERSION, IndexManifest
-from retriever.index.multivector_index import DocumentInput, MultiVectorIndex, SearchHit, TokenMatch
+from retriever.index.multivector_index import MultiVectorIndex
 
-__all__ = ["FORMAT_VERSION", "DocumentInput", "IndexManifest", "MultiVectorIndex", "SearchHit", "TokenMatch"]
+__all__ = [
+    "FORMAT_VERSION",
+    "BaseMultiVectorIndex",
+    "DocumentInput",
+    "IndexManifest",
+    "MultiVectorIndex",
+    "SearchHit",
+    "StoredDocument",
+    "TokenMatch",
+]

@@ -66,111 +66,53 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from llama_index.core.vector_stores.types import MetadataFilters
+from pydantic import BaseModel, ConfigDict, ValidationError
 from qdrant_client import QdrantClient, models
 
-from retriever.encoder import ColBERTAttEncoder, EncodedText, ProgressCallback
+from retriever.encoder import ColBERTAttEncoder, EncodedText
 from retriever.errors import ColBERTAttError, IndexCorruptError, IndexMismatchError, InvalidDocumentError
+from retriever.index.base import BaseMultiVectorIndex, Candidates, DocumentInput, StoredDocument, check_compatible
 from retriever.index.manifest import ModelIdentity
-from retriever.index.multivector_index import (
-    VECTOR_AFFECTING_FIELDS,
-    DocumentInput,
-    SearchHit,
-    StoredDocument,
-    TokenMatch,
-    coerce_documents,
-    pruned_tokens,
-)
-from retriever.scoring import CandidateBatch, ScoringMode, score_batch
+from retriever.index.qdrant_filters import UnsupportedFilterError, translate_filters
+from retriever.index.qdrant_settings import POINTER_FILE, QdrantSettings
 from retriever.settings import IndexSettings
+
+__all__ = [
+    "POINTER_FILE",
+    "QdrantCollectionManifest",
+    "QdrantMultiVectorIndex",
+    "QdrantSettings",
+    "QdrantUnavailableError",
+    "UnsupportedFilterError",
+    "collection_exists",
+    "drop_collection",
+    "point_id",
+    "translate_filters",
+    "vectors_config",
+]
 
 logger = logging.getLogger(__name__)
 
 VECTOR_NAME = "colbert"
 MANIFEST_KEY = "colbert_att_manifest"
-POINTER_FILE = "qdrant_index.json"
 QDRANT_FORMAT_VERSION = 1
 # Point ids are UUID5s of the document id in this namespace: the same document id always maps to the same point.
 _POINT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/colbert-att-assistant/document-id")
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _PAGE = 256  # points per scroll page / per upsert request
-
-
-class UnsupportedFilterError(ColBERTAttError, ValueError):
-    """A metadata filter that the Qdrant backend cannot translate into a Qdrant filter with the same meaning."""
 
 
 class QdrantUnavailableError(ColBERTAttError):
     """The Qdrant server cannot be reached, or the local folder is held by another client."""
-
-
-class QdrantSettings(BaseModel):
-    """Where the Qdrant collection lives: exactly one of `location` (embedded local mode) and `url` (a server)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    location: str | None = Field(
-        default=None,
-        description='":memory:" or a folder, for qdrant-client\'s embedded local mode; ":memory:" when url is unset.',
-    )
-    url: str | None = Field(default=None, description="A Qdrant server or cluster, e.g. https://host:6333.")
-    api_key: SecretStr | None = Field(default=None, description="For url only; never written by persist().")
-    prefer_grpc: bool = Field(default=False, description="For url only: talk gRPC (port 6334) instead of REST.")
-    collection: str = Field(default="colbert_att", min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")
-    prefetch_limit: int = Field(default=64, ge=1, description="Candidates taken from Qdrant before exact re-ranking.")
-    timeout: int | None = Field(default=None, ge=1, description="Seconds per request to a server (url only).")
-
-    @model_validator(mode="after")
-    def _one_place(self) -> QdrantSettings:
-        if self.location is not None and self.url is not None:
-            raise ValueError(
-                f"Give either location ({self.location!r}: local mode) or url ({self.url!r}: a server), not both."
-            )
-        if self.url is None:
-            if self.location is None:
-                self.location = ":memory:"
-            if not self.location.strip():
-                raise ValueError('location must be ":memory:" or a folder path, not an empty string.')
-            if self.api_key is not None or self.prefer_grpc or self.timeout is not None:
-                raise ValueError(
-                    "api_key, prefer_grpc and timeout apply to a Qdrant server (url=...), not to local mode "
-                    f"(location={self.location!r})."
-                )
-        elif not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {self.url!r}.")
-        return self
-
-    @property
-    def in_memory(self) -> bool:
-        return self.url is None and self.location == ":memory:"
-
-    def describe(self) -> str:
-        where = self.url or (self.location if self.in_memory else str(Path(str(self.location)).resolve()))
-        return f"Qdrant collection {self.collection!r} at {where}"
-
-    def client(self) -> QdrantClient:
-        if self.url is not None:
-            return QdrantClient(
-                url=self.url,
-                api_key=self.api_key.get_secret_value() if self.api_key is not None else None,
-                prefer_grpc=self.prefer_grpc,
-                timeout=self.timeout,
-            )
-        if self.in_memory:
-            return QdrantClient(location=":memory:")
-        # The index serialises its own calls (a lock), so the client may be used from worker threads.
-        return QdrantClient(path=str(self.location), force_disable_check_same_thread=True)
 
 
 class QdrantCollectionManifest(BaseModel):
@@ -204,136 +146,32 @@ def vectors_config(dim: int) -> dict[str, models.VectorParams]:
     }
 
 
-# ---- metadata filters ---------------------------------------------------------------------------------------------
-
-# A condition that never holds (every point has a non-empty doc_id) and its negation, for empty IN / NIN lists.
-_NEVER = models.IsEmptyCondition(is_empty=models.PayloadField(key="doc_id"))
-_ALWAYS = models.Filter(must_not=[_NEVER])
-
-
-def _payload_key(key: str) -> str:
-    if _PLAIN_KEY.match(key):
-        return f"metadata.{key}"
-    if '"' in key or not key:
-        raise UnsupportedFilterError(f"Metadata key {key!r} cannot be written as a Qdrant payload path.")
-    return f'metadata."{key}"'
+def collection_exists(qdrant: QdrantSettings) -> bool:
+    if qdrant.in_memory:
+        return False  # every in-memory client is a new, empty engine
+    client = qdrant.client()
+    try:
+        return client.collection_exists(qdrant.collection)
+    finally:
+        client.close()
 
 
-def _equals(key: str, value: Any) -> models.Condition:
-    """`metadata[key] == value` (for an array payload: any element equals value, Qdrant's array semantics)."""
-    if value is None:
-        return models.IsNullCondition(is_null=models.PayloadField(key=key))
-    if isinstance(value, bool):
-        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-    if isinstance(value, int | float):
-        # A range, not MatchValue: Qdrant never matches a float payload (2.0) with an integer (2), Python does.
-        return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
-    if isinstance(value, str):
-        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-    raise UnsupportedFilterError(
-        f"Filter value {value!r} on {key!r}: the Qdrant backend compares with strings and numbers only."
-    )
+def drop_collection(qdrant: QdrantSettings) -> bool:
+    """Delete the collection and its documents; True when there was one. (Local mode: the folder must be free.)"""
+    if qdrant.in_memory:
+        return False
+    client = qdrant.client()
+    try:
+        existed = client.collection_exists(qdrant.collection)
+        if existed:
+            client.delete_collection(qdrant.collection)
+            logger.info("Deleted %s.", qdrant.describe())
+        return existed
+    finally:
+        client.close()
 
 
-def _any_of(key: str, values: Any) -> models.Condition:
-    """Any value of `metadata[key]` (a scalar or an array) is one of `values`."""
-    values = list(values) if isinstance(values, list | tuple | set) else [values]
-    if not values:
-        return _NEVER
-    if all(isinstance(v, str) for v in values):
-        return models.FieldCondition(key=key, match=models.MatchAny(any=values))
-    # Numbers become ranges (see _equals), so that 2 and 2.0 match each other as in Python.
-    return models.Filter(should=[_equals(key, v) for v in values])
-
-
-def _range(key: str, operator: FilterOperator, value: Any) -> models.Condition:
-    bounds = {
-        FilterOperator.GT: "gt",
-        FilterOperator.GTE: "gte",
-        FilterOperator.LT: "lt",
-        FilterOperator.LTE: "lte",
-    }[operator]
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return models.FieldCondition(key=key, range=models.Range(**{bounds: value}))
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            moment = None
-        if moment is not None:
-            # Qdrant compares RFC 3339 strings as datetimes; the local index compares them as strings. The two agree
-            # for ISO-8601 values written the same way (e.g. all YYYY-MM-DD).
-            return models.FieldCondition(key=key, range=models.DatetimeRange(**{bounds: moment}))
-    raise UnsupportedFilterError(
-        f"Filter {key} {operator.value} {value!r}: Qdrant ranges compare numbers or ISO-8601 dates only."
-    )
-
-
-def _translate_rule(rule: MetadataFilter) -> models.Condition:
-    key = _payload_key(rule.key)
-    op, value = rule.operator, rule.value
-    match op:
-        case FilterOperator.EQ:
-            if isinstance(value, list):
-                raise UnsupportedFilterError(
-                    f"Filter {rule.key} == {value!r}: equality with a list is not supported by the Qdrant backend; "
-                    "use IN / ANY / ALL."
-                )
-            return _equals(key, value)
-        case FilterOperator.NE:
-            if isinstance(value, list):
-                raise UnsupportedFilterError(
-                    f"Filter {rule.key} != {value!r}: inequality with a list is not supported; use NIN."
-                )
-            # must_not also keeps documents without the key, as the local index does.
-            return models.Filter(must_not=[_equals(key, value)])
-        case FilterOperator.GT | FilterOperator.GTE | FilterOperator.LT | FilterOperator.LTE:
-            return _range(key, op, value)
-        case FilterOperator.IN | FilterOperator.ANY:
-            return _any_of(key, value)
-        case FilterOperator.NIN:
-            return models.Filter(must_not=[_any_of(key, value)])
-        case FilterOperator.ALL:
-            values = list(value) if isinstance(value, list | tuple | set) else [value]
-            if not values:
-                raise UnsupportedFilterError(f"Filter {rule.key} ALL []: an empty ALL list is not supported.")
-            return models.Filter(must=[_equals(key, v) for v in values])
-        case FilterOperator.IS_EMPTY:
-            return models.Filter(
-                should=[
-                    models.IsEmptyCondition(is_empty=models.PayloadField(key=key)),
-                    models.FieldCondition(key=key, match=models.MatchValue(value="")),
-                ]
-            )
-    raise UnsupportedFilterError(
-        f"Filter operator {op.value!r} (on {rule.key!r}) is not supported by the Qdrant backend: its Qdrant "
-        "counterpart (full-text match) tokenises text, unlike the local index's substring test. Supported: "
-        "==, !=, >, >=, <, <=, in, nin, any, all, is_empty, combined with and / or / not."
-    )
-
-
-def translate_filters(filters: MetadataFilters) -> models.Filter:
-    """LlamaIndex `MetadataFilters` (as `retriever.filters.metadata_matches` reads them) as a Qdrant `Filter` on the
-    `metadata.<key>` payload fields. Raises `UnsupportedFilterError` for what it cannot translate faithfully."""
-    if not filters.filters:
-        return _ALWAYS
-    conditions = [
-        translate_filters(rule) if isinstance(rule, MetadataFilters) else _translate_rule(rule)
-        for rule in filters.filters
-    ]
-    match filters.condition:
-        case FilterCondition.OR:
-            return models.Filter(should=conditions)
-        case FilterCondition.NOT:
-            return models.Filter(must_not=conditions)
-        case _:
-            return models.Filter(must=conditions)
-
-
-# ---- the index ----------------------------------------------------------------------------------------------------
-
-
-class QdrantMultiVectorIndex:
+class QdrantMultiVectorIndex(BaseMultiVectorIndex):
     """The multi-vector index on a Qdrant collection: same public methods and results as `MultiVectorIndex`.
 
     Differences: `document_ids()` is sorted by id (Qdrant keeps no insertion order), exact score ties break on the
@@ -370,7 +208,7 @@ class QdrantMultiVectorIndex:
                     raise QdrantUnavailableError(f"Cannot open {self._where}: {exc}") from exc
                 if exists:
                     stored = self._read_manifest()
-                    self._check_compatible(stored)
+                    check_compatible(self._where, stored.model, stored.settings, encoder)
                     if settings is not None and settings.storage != stored.settings.storage:
                         raise IndexMismatchError(
                             f"{self._where} was built with storage settings {stored.settings.storage.model_dump()}, "
@@ -409,12 +247,6 @@ class QdrantMultiVectorIndex:
         with self._lock:
             self._client.close()
 
-    def __enter__(self) -> QdrantMultiVectorIndex:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     @property
     def client(self) -> QdrantClient:
         return self._client
@@ -445,29 +277,7 @@ class QdrantMultiVectorIndex:
             )
         return manifest
 
-    def _check_compatible(self, manifest: QdrantCollectionManifest) -> None:
-        encoder = self.encoder
-        if manifest.model.weights_sha256 != encoder.weights_sha256 or manifest.model.dim != encoder.dim:
-            raise IndexMismatchError(
-                f"{self._where} was built with model {manifest.model.name} (weights "
-                f"{manifest.model.weights_sha256[:12]}, dim {manifest.model.dim}), but the encoder is "
-                f"{encoder.model_name} (weights {encoder.weights_sha256[:12]}, dim {encoder.dim}). "
-                "Open it with the same model or rebuild the collection."
-            )
-        built = manifest.settings.encoder
-        for name in VECTOR_AFFECTING_FIELDS:
-            if getattr(built, name) != getattr(encoder.settings, name):
-                raise IndexMismatchError(
-                    f"{self._where} was built with {name}={getattr(built, name)!r}, but the encoder uses "
-                    f"{name}={getattr(encoder.settings, name)!r}. Use the collection's setting or rebuild it."
-                )
-
     # ---- inspection ---------------------------------------------------------------------------------------
-
-    def model_identity(self) -> ModelIdentity:
-        return ModelIdentity(
-            name=self.encoder.model_name, weights_sha256=self.encoder.weights_sha256, dim=self.encoder.dim
-        )
 
     def __len__(self) -> int:
         with self._lock:
@@ -476,7 +286,7 @@ class QdrantMultiVectorIndex:
     def __contains__(self, document_id: object) -> bool:
         if not isinstance(document_id, str) or not document_id:
             return False
-        return bool(self._existing([document_id]))
+        return bool(self._present([document_id]))
 
     @property
     def token_count(self) -> int:
@@ -495,20 +305,9 @@ class QdrantMultiVectorIndex:
             )
         if not points or points[0].payload is None or points[0].payload.get("doc_id") != document_id:
             raise InvalidDocumentError(f"No document with id {document_id!r} in {self._where}.")
-        payload = points[0].payload
-        vectors, weights, token_ids = self._token_data(payload, points[0].vector)
-        return StoredDocument(
-            slot=-1,
-            id=document_id,
-            text=payload["text"],
-            metadata=payload.get("metadata") or {},
-            n_words=int(payload["n_words"]),
-            vectors=vectors,
-            weights=weights,
-            token_ids=token_ids,
-        )
+        return self._stored_document(points[0].payload, points[0].vector)
 
-    def _existing(self, document_ids: list[str]) -> set[str]:
+    def _present(self, document_ids: list[str]) -> set[str]:
         found: set[str] = set()
         with self._lock:
             for start in range(0, len(document_ids), _PAGE):
@@ -544,7 +343,8 @@ class QdrantMultiVectorIndex:
             if offset is None:
                 return
 
-    def _token_data(self, payload: dict[str, Any], vector: Any) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    def _stored_document(self, payload: dict[str, Any], vector: Any) -> StoredDocument:
+        """A point's payload and token vectors as the local index's `StoredDocument` (slot -1)."""
         raw = vector.get(VECTOR_NAME) if isinstance(vector, dict) else vector
         vectors = np.asarray(raw, dtype=np.float32)
         weights = np.asarray(payload["token_weights"], dtype=np.float32)
@@ -554,50 +354,31 @@ class QdrantMultiVectorIndex:
                 f"{self._where}: document {payload.get('doc_id')!r} has vectors of shape {vectors.shape} but "
                 f"{len(weights)} weights and {len(token_ids)} token ids. Re-index it."
             )
-        # The stored values are bfloat16-rounded, so this conversion is exact: the same tensor as the local index's.
-        return torch.from_numpy(vectors).to(torch.bfloat16), weights, token_ids
+        return StoredDocument(
+            slot=-1,
+            id=payload["doc_id"],
+            text=payload["text"],
+            metadata=payload.get("metadata") or {},
+            n_words=int(payload["n_words"]),
+            # The stored values are bfloat16-rounded, so this conversion is exact: the local index's tensor.
+            vectors=torch.from_numpy(vectors).to(torch.bfloat16),
+            weights=weights,
+            token_ids=token_ids,
+        )
 
     # ---- changes ------------------------------------------------------------------------------------------
 
-    def add(
-        self, documents: Iterable[DocumentInput | dict[str, Any]], progress: ProgressCallback | None = None
-    ) -> None:
-        """Add new documents. An id already in the collection is an error (use `upsert` to replace)."""
-        batch = coerce_documents(documents)
-        existing = self._existing([d.id for d in batch])
-        if existing:
-            first = next(d.id for d in batch if d.id in existing)
-            raise InvalidDocumentError(
-                f"{len(existing)} id(s) already in the index (e.g. {first!r}); use upsert() to replace them."
-            )
-        self._write(batch, self.encoder.encode_documents([d.text for d in batch], progress=progress))
-
-    def upsert(
-        self, documents: Iterable[DocumentInput | dict[str, Any]], progress: ProgressCallback | None = None
-    ) -> None:
-        """Add documents, replacing any with the same id (the point id is derived from the document id)."""
-        batch = coerce_documents(documents)
-        # Encoding may fail on bad input: it happens before anything is written.
-        self._write(batch, self.encoder.encode_documents([d.text for d in batch], progress=progress))
-
-    def delete(self, document_ids: Iterable[str]) -> None:
-        ids = list(document_ids)
-        present = self._existing(ids) if ids else set()
-        unknown = [i for i in ids if i not in present]
-        if unknown:
-            raise InvalidDocumentError(
-                f"{len(unknown)} id(s) are not in the index (e.g. {unknown[0]!r}); nothing deleted."
-            )
+    def _delete(self, document_ids: list[str]) -> None:
         with self._lock:
-            for start in range(0, len(ids), _PAGE):
+            for start in range(0, len(document_ids), _PAGE):
+                chunk = document_ids[start : start + _PAGE]
                 self._client.delete(
                     self.qdrant.collection,
-                    points_selector=models.PointIdsList(points=[point_id(i) for i in ids[start : start + _PAGE]]),
+                    points_selector=models.PointIdsList(points=[point_id(i) for i in chunk]),
                     wait=True,
                 )
 
     def update_metadata(self, document_id: str, metadata: dict[str, Any]) -> None:
-        """Replace a document's metadata without re-encoding it (its text is unchanged)."""
         if document_id not in self:
             raise InvalidDocumentError(f"No document with id {document_id!r} in {self._where}.")
         with self._lock:
@@ -606,9 +387,8 @@ class QdrantMultiVectorIndex:
                 self.qdrant.collection, payload={"metadata": dict(metadata)}, points=[point_id(document_id)], wait=True
             )
 
-    def _write(self, batch: list[DocumentInput], encoded: list[EncodedText]) -> None:
-        # The same attention-based token pruning as the local index (none by default).
-        encoded = [pruned_tokens(item, self.settings.storage.prune_fraction) for item in encoded]
+    def _store(self, batch: list[DocumentInput], encoded: list[EncodedText]) -> None:
+        """Write the points; one already stored under a document id is replaced (its point id is the same)."""
         points = []
         for document, item in zip(batch, encoded, strict=True):
             # Exactly the values the local index stores (bfloat16), held as float32 so that Qdrant keeps them as is.
@@ -631,90 +411,31 @@ class QdrantMultiVectorIndex:
             for start in range(0, len(points), _PAGE):
                 self._client.upsert(self.qdrant.collection, points=points[start : start + _PAGE], wait=True)
 
-    # ---- search -------------------------------------------------------------------------------------------
+    # ---- candidates ---------------------------------------------------------------------------------------
 
-    def search(
-        self,
-        query: str | EncodedText,
-        top_k: int = 10,
-        mode: ScoringMode | str = ScoringMode.COLBERT_ATT,
-        filters: MetadataFilters | None = None,
-        exhaustive: bool = False,
-        explain: bool = False,
-    ) -> list[SearchHit]:
-        """Top documents for a query, best first: Qdrant's MaxSim candidates re-ranked with the exact score.
-
-        `exhaustive` scores every document that passes the filter exactly (scrolled from Qdrant) instead."""
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-        mode = ScoringMode(mode)
-        encoded = self.encoder.encode_query(query) if isinstance(query, str) else query
+    def _candidates(
+        self, query: EncodedText, top_k: int, filters: MetadataFilters | None, exhaustive: bool
+    ) -> Candidates:
+        """Qdrant's best `max(prefetch_limit, top_k)` documents by plain MaxSim among those passing the filter
+        (every one of them when `exhaustive`), with their stored vectors for the exact re-ranking."""
         query_filter = translate_filters(filters) if filters is not None and filters.filters else None
         if exhaustive:
-            candidates = list(self._scroll(query_filter))
+            points = list(self._scroll(query_filter))
         else:
             with self._lock:
                 response = self._client.query_points(
                     self.qdrant.collection,
-                    query=np.asarray(encoded.vectors, dtype=np.float32).tolist(),
+                    query=np.asarray(query.vectors, dtype=np.float32).tolist(),
                     using=VECTOR_NAME,
                     query_filter=query_filter,
                     limit=max(self.qdrant.prefetch_limit, top_k),
                     with_payload=True,
                     with_vectors=[VECTOR_NAME],
                 )
-            candidates = [(p.payload or {}, p.vector) for p in response.points]
-        if not candidates:
-            return []
-        payloads = [payload for payload, _ in candidates]
-        token_data = [self._token_data(payload, vector) for payload, vector in candidates]
-        batch = CandidateBatch(
-            vectors=torch.cat([vectors for vectors, _, _ in token_data]),
-            weights=np.concatenate([weights for _, weights, _ in token_data]),
-            lengths=np.array([len(weights) for _, weights, _ in token_data]),
-            n_words=np.array([int(p["n_words"]) for p in payloads]),
-        )
-        scored = score_batch(
-            encoded.vectors,
-            encoded.weights,
-            batch,
-            mode,
-            self.settings.delta_length_words,
-            self.settings.fixed_delta,
-        )
+            points = [(p.payload or {}, p.vector) for p in response.points]
+        documents = [self._stored_document(payload, vector) for payload, vector in points]
         # Ties break on the document id so that results are deterministic.
-        id_rank = np.argsort(np.argsort(np.array([p["doc_id"] for p in payloads]), kind="stable"), kind="stable")
-        order = np.lexsort((id_rank, -scored.raw))[:top_k]
-        hits = []
-        for position in order:
-            payload = payloads[position]
-            _, weights, token_ids = token_data[position]
-            best = scored.best_token[position]
-            matches = []
-            if explain:
-                matches = [
-                    TokenMatch(
-                        query_position=i,
-                        query_token_id=int(encoded.token_ids[i]),
-                        document_position=int(best[i]),
-                        document_token_id=int(token_ids[best[i]]),
-                        similarity=float(scored.best_similarity[position, i]),
-                        query_weight=float(encoded.weights[i]),
-                        document_weight=float(weights[best[i]]),
-                    )
-                    for i in range(len(encoded.token_ids))
-                ]
-            hits.append(
-                SearchHit(
-                    id=payload["doc_id"],
-                    score=float(scored.raw[position]),
-                    normalised_score=float(scored.normalised[position]),
-                    text=payload["text"],
-                    metadata=payload.get("metadata") or {},
-                    matches=matches,
-                )
-            )
-        return hits
+        return Candidates(documents, np.argsort(np.argsort([d.id for d in documents], kind="stable"), kind="stable"))
 
     # ---- persistence --------------------------------------------------------------------------------------
 
