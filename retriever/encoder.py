@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ import torch
 
 from retriever.attention import supports_recomputed_attention, token_attention_weights
 from retriever.checkpoint import LoadedCheckpoint, load_checkpoint, resolve_model_path
-from retriever.errors import InvalidDocumentError, InvalidQueryError
+from retriever.errors import ColBERTAttError, InvalidDocumentError, InvalidQueryError
+from retriever.query_graph import QueryGraph, TorchGraphRunner, supports_query_graph
 from retriever.settings import AttentionScaling, AttentionStrategy, EncoderSettings
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ class EncodedText:
 
 
 WeightVariant = tuple[AttentionStrategy, AttentionScaling]
+# (input_ids, attention_mask) -> (unit token vectors, raw A): `QueryGraph` in torch or in ONNX Runtime.
+QueryRunner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def variant_key(strategy: AttentionStrategy, scaling: AttentionScaling) -> str:
@@ -80,6 +84,10 @@ class ColBERTAttEncoder:
         self._document_marker_id = self._marker_id(info.document_marker)
         vocab_tokens = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         self._punctuation_ids = {i for i, tok in enumerate(vocab_tokens) if tok and _is_punctuation(tok)}
+        self._check_query_backend()
+        # Built on the first query (an ONNX export takes seconds), once even when threads ask at the same time.
+        self._query_runner: QueryRunner | None = None
+        self._query_runner_lock = threading.Lock()
 
     @property
     def weights_sha256(self) -> str:
@@ -127,12 +135,64 @@ class ColBERTAttEncoder:
             result.append(_Tokenized(list(ids), keep, len(text[:last_end].split()), truncated, offsets))
         return result
 
+    # ---- the faster query backends -----------------------------------------------------------------------
+
+    def _check_query_backend(self) -> None:
+        backend = self.settings.query_backend
+        if backend == "torch":
+            return
+        if self.settings.query_precision != "float32":
+            raise ColBERTAttError(f"query_backend {backend!r} runs in float32: set query_precision to 'float32'.")
+        if not supports_query_graph(self.backbone):
+            raise ColBERTAttError(
+                f"query_backend {backend!r} needs a BERT-like encoder (per-layer query/key projections); "
+                "use query_backend 'torch' for this checkpoint."
+            )
+
+    def _runner(self) -> QueryRunner:
+        with self._query_runner_lock:
+            if self._query_runner is None:
+                self._query_runner = self._build_query_runner()
+            return self._query_runner
+
+    def _build_query_runner(self) -> QueryRunner:
+        backend = self.settings.query_backend
+        graph = QueryGraph(self.backbone, self.projection, self.settings.attention_strategy)
+        if backend in ("torch_graph", "torch_traced"):
+            return TorchGraphRunner(graph, traced=backend == "torch_traced")
+        from retriever.onnx_query import OnnxQueryRunner, cached_query_model
+
+        precision = "int8" if backend == "onnxruntime_int8" else "float32"
+        path = cached_query_model(graph, self.weights_sha256, precision)
+        threads = self.settings.query_threads or self.settings.num_threads or torch.get_num_threads()
+        return OnnxQueryRunner(path, threads)
+
+    def _forward_query_graph(self, items: list[_Tokenized]) -> list[EncodedText]:
+        """Queries through the graph backend: the reference's inputs, outputs and post-processing, one pass."""
+        input_ids, attention_mask, keep = self._batch_tensors(items, is_query=True)
+        vectors, raw = self._runner()(input_ids, attention_mask)
+        key_mask = attention_mask.bool()
+        weights = raw.float()
+        if self.settings.attention_scaling is AttentionScaling.BY_LENGTH:
+            weights = weights * key_mask.sum(dim=1, keepdim=True).float()
+        weights = (weights / self.settings.attention_temperature).masked_fill(~key_mask, 0.0)
+        return [
+            EncodedText(
+                vectors=vectors[row][keep[row]].numpy(),
+                weights=weights[row][keep[row]].numpy(),
+                token_ids=input_ids[row][keep[row]].numpy().astype(np.int32),
+                n_words=item.n_words,
+                truncated=item.truncated,
+            )
+            for row, item in enumerate(items)
+        ]
+
     # ---- forward ------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def _forward(
-        self, items: list[_Tokenized], is_query: bool, variants: Sequence[WeightVariant] = ()
-    ) -> list[EncodedText]:
+    def _batch_tensors(
+        self, items: list[_Tokenized], is_query: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask and the kept-token mask of a padded batch (queries [MASK]-expanded)."""
         expand = is_query and self.query_expansion
         length = self.settings.query_max_tokens if expand else max(len(item.input_ids) for item in items)
         pad_id = self.tokenizer.pad_token_id or 0
@@ -151,6 +211,15 @@ class ColBERTAttEncoder:
                 keep[row, n:] = True
                 if self.checkpoint.info.attend_to_expansion_tokens:
                     attention_mask[row, n:] = 1
+        return input_ids, attention_mask, keep
+
+    @torch.no_grad()
+    def _forward(
+        self, items: list[_Tokenized], is_query: bool, variants: Sequence[WeightVariant] = ()
+    ) -> list[EncodedText]:
+        if is_query and not variants and self.settings.query_backend != "torch":
+            return self._forward_query_graph(items)
+        input_ids, attention_mask, keep = self._batch_tensors(items, is_query)
         strategy = self.settings.attention_strategy
         needs_eager_maps = strategy is not AttentionStrategy.NONE and not supports_recomputed_attention(self.backbone)
         low_precision = is_query and self.settings.query_precision == "bfloat16"

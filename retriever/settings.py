@@ -58,6 +58,16 @@ class EncoderSettings(BaseModel):
     )
     batch_size: int = Field(default=32, ge=1, le=1024)
     num_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; None keeps torch's.")
+    query_backend: Literal["torch", "torch_graph", "torch_traced", "onnxruntime", "onnxruntime_int8"] = Field(
+        default="torch",
+        description="How queries are encoded (documents always use torch): torch, the reference path; torch_graph, "
+        "one pass reusing the backbone's own attention projections; torch_traced, the same recorded with "
+        "torch.jit.trace; onnxruntime / onnxruntime_int8, that graph in ONNX Runtime (the onnx extra), float32 or "
+        "int8 weights. Speed and equality to the reference: benchmarks/RESULTS.md, query encoding.",
+    )
+    query_threads: int | None = Field(
+        default=None, ge=1, description="Threads of the non-torch query backends; None: num_threads, else torch's."
+    )
 
 
 class CandidateSettings(BaseModel):

@@ -1,0 +1,135 @@
+"""The faster query backends give the reference encoder's token vectors and weights, and the same top 10."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+
+import numpy as np
+import pytest
+
+from retriever import ColBERTAttEncoder, EncoderSettings
+from retriever.errors import ColBERTAttError
+from retriever.index.multivector_index import MultiVectorIndex
+from retriever.settings import AttentionScaling, AttentionStrategy, IndexSettings
+
+# The tolerance the float32 backends are held to (benchmarks/query_encoding.py states the same).
+MAX_VECTOR_DIFFERENCE = 1e-5
+MIN_COSINE = 0.9999
+MAX_WEIGHT_DIFFERENCE = 1e-6
+
+QUERIES = [
+    "How do I care for my calfskin wallet after it gets wet?",
+    "pearls",
+    "Can I return a made-to-order silk scarf bought online more than thirty days ago, and who pays shipping?",
+    "watch strap",
+    "0-dimensional biomaterials show inductive properties.",
+    "What is the warranty on a mechanical watch movement, and does it cover water damage from diving?",
+]
+
+needs_onnxruntime = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None, reason="the onnx extra is not installed"
+)
+
+
+def assert_same_encoding(reference, candidate, max_vector=MAX_VECTOR_DIFFERENCE, min_cosine=MIN_COSINE):
+    assert len(reference) == len(candidate)
+    for ref, got in zip(reference, candidate, strict=True):
+        np.testing.assert_array_equal(ref.token_ids, got.token_ids)
+        assert ref.vectors.shape == got.vectors.shape
+        assert np.abs(ref.vectors - got.vectors).max() <= max_vector
+        assert (ref.vectors * got.vectors).sum(axis=1).min() >= min_cosine
+        assert np.abs(ref.weights - got.weights).max() <= MAX_WEIGHT_DIFFERENCE
+        assert (ref.n_words, ref.truncated) == (got.n_words, got.truncated)
+
+
+def encoders(encoder: ColBERTAttEncoder, backend: str, **settings) -> tuple[ColBERTAttEncoder, ColBERTAttEncoder]:
+    base = encoder.settings.model_copy(update=settings)
+    reference = ColBERTAttEncoder(base, checkpoint=encoder.checkpoint)
+    fast = ColBERTAttEncoder(base.model_copy(update={"query_backend": backend}), checkpoint=encoder.checkpoint)
+    return reference, fast
+
+
+@pytest.mark.parametrize("backend", ["torch_graph", "torch_traced"])
+def test_torch_graph_backends_equal_the_reference(encoder, backend):
+    reference, fast = encoders(encoder, backend)
+    # Batched (padded) and one at a time.
+    assert_same_encoding(reference.encode_queries(QUERIES), fast.encode_queries(QUERIES))
+    assert_same_encoding([reference.encode_query(q) for q in QUERIES], [fast.encode_query(q) for q in QUERIES])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "scaling", "temperature"),
+    [
+        (AttentionStrategy.CLS_LAST, AttentionScaling.RAW, 1.0),
+        (AttentionStrategy.RECEIVED_ALL, AttentionScaling.BY_LENGTH, 1.0),
+        (AttentionStrategy.RECEIVED_LAST, AttentionScaling.RAW, 0.5),
+        (AttentionStrategy.CLS_ALL, AttentionScaling.BY_LENGTH, 2.0),
+        (AttentionStrategy.NONE, AttentionScaling.RAW, 1.0),
+    ],
+)
+def test_every_way_of_reading_attention_is_kept(encoder, strategy, scaling, temperature):
+    settings = {"attention_strategy": strategy, "attention_scaling": scaling, "attention_temperature": temperature}
+    reference, fast = encoders(encoder, "torch_graph", **settings)
+    assert_same_encoding(reference.encode_queries(QUERIES), fast.encode_queries(QUERIES))
+    if strategy is not AttentionStrategy.NONE:
+        assert fast.encode_query(QUERIES[0]).weights.max() > 0
+
+
+def test_mask_expanded_queries_are_kept(encoder):
+    reference, fast = encoders(encoder, "torch_traced", query_expansion=True)
+    expected, got = reference.encode_queries(QUERIES), fast.encode_queries(QUERIES)
+    assert all(len(item.token_ids) == encoder.settings.query_max_tokens for item in got)
+    assert_same_encoding(expected, got)
+
+
+def test_queries_stay_right_while_documents_are_encoded_in_another_thread(encoder, passages):
+    reference, fast = encoders(encoder, "torch_graph")
+    expected = [reference.encode_query(q) for q in QUERIES]
+    stop = threading.Event()
+
+    def encode_documents() -> None:
+        while not stop.is_set():
+            fast.encode_documents([p["text"] for p in passages[:4]])
+
+    worker = threading.Thread(target=encode_documents)
+    worker.start()
+    try:
+        got = [fast.encode_query(q) for q in QUERIES * 3]
+    finally:
+        stop.set()
+        worker.join()
+    assert_same_encoding(expected * 3, got)
+
+
+def test_graph_backends_refuse_bfloat16_queries(encoder):
+    with pytest.raises(ColBERTAttError, match="float32"):
+        ColBERTAttEncoder(
+            EncoderSettings(query_backend="torch_graph", query_precision="bfloat16"), checkpoint=encoder.checkpoint
+        )
+
+
+@needs_onnxruntime
+def test_onnxruntime_equals_the_reference_and_finds_the_same_top_10(encoder, cached_encoder, passages):
+    reference, fast = encoders(encoder, "onnxruntime", query_threads=1)
+    assert_same_encoding(reference.encode_queries(QUERIES), fast.encode_queries(QUERIES))
+    assert_same_encoding([reference.encode_query(q) for q in QUERIES], [fast.encode_query(q) for q in QUERIES])
+
+    index = MultiVectorIndex(cached_encoder, IndexSettings())
+    index.add(passages[:80])
+    questions = [*QUERIES, "cancer cells and immune response", "gene expression in mice"]
+    for question in questions:
+        expected = [hit.id for hit in index.search(reference.encode_query(question), top_k=10)]
+        got = [hit.id for hit in index.search(fast.encode_query(question), top_k=10)]
+        assert got == expected
+
+
+@needs_onnxruntime
+def test_int8_weights_stay_near_the_reference(encoder):
+    reference, fast = encoders(encoder, "onnxruntime_int8", query_threads=1)
+    # int8 is not held to the float32 tolerance: it is an opt-in trade (benchmarks/RESULTS.md).
+    expected, got = reference.encode_queries(QUERIES), fast.encode_queries(QUERIES)
+    for ref, item in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(ref.token_ids, item.token_ids)
+        assert (ref.vectors * item.vectors).sum(axis=1).mean() >= 0.98
+        assert (ref.vectors * item.vectors).sum(axis=1).min() >= 0.95
