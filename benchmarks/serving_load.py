@@ -342,6 +342,7 @@ class AppRequest:
     total_s: float | None = None
     tokens: int = 0
     waited_at: int | None = None  # first place in the line, when the client was told one
+    abstained: bool | None = None  # an answered request that handed over instead of answering
     error: str | None = None
 
 
@@ -373,8 +374,11 @@ def app_customer(base: str, customer: int, results: list[AppRequest]) -> None:
                         request.first_token_s = time.monotonic() - request.start
                     request.tokens += 1
                 elif event in ("done", "error"):
+                    data = json.loads(line.removeprefix("data: "))
                     if event == "error":
-                        request.status = int(json.loads(line.removeprefix("data: "))["status"])
+                        request.status = int(data["status"])
+                    else:
+                        request.abstained = bool(data["abstained"])
                     request.total_s = time.monotonic() - request.start
                     return
             request.error = "the stream ended without done or error"
@@ -392,6 +396,7 @@ class AppRound:
     deadline_504: int
     errors: int
     told_their_place: int
+    abstained: int
     answers_per_s: float
     tokens_per_s: float
     p50_s: float | None
@@ -426,6 +431,7 @@ def app_round(backend: str, base: str, customers: int) -> AppRound:
         deadline_504=sum(r.status == 504 for r in results),
         errors=len(others) + sum(t.is_alive() for t in threads),
         told_their_place=sum(r.waited_at is not None for r in results),
+        abstained=sum(bool(r.abstained) for r in answered),
         answers_per_s=round(len(answered) / wall, 3),
         tokens_per_s=round(sum(r.tokens for r in answered) / wall, 1),
         p50_s=_pct(latencies, 50),
@@ -519,13 +525,14 @@ def app_layer(header: dict[str, str], counts: list[int], slot_counts: list[int],
         f"{queue_size} waiting, 503 beyond, deadline {deadline_s:g} s; {threads} threads per backend; "
         f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; bundled Qwen2.5-Coder-0.5B Q4; loopback only",
         "",
-        "| backend | N | answered | 503 | 504 | other errors | told place | answers/s | p50 s | p95 s "
+        "| backend | N | answered (abstained) | 503 | 504 | other errors | told place | answers/s | p50 s | p95 s "
         "| first token p50 s | p95 s | token events/s | wall s | load before → after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rounds:
         body.append(
-            f"| {r.backend} | {r.customers} | {r.answered} | {r.refused_503} | {r.deadline_504} | {r.errors} "
+            f"| {r.backend} | {r.customers} | {r.answered} ({r.abstained}) | {r.refused_503} | {r.deadline_504} "
+            f"| {r.errors} "
             f"| {r.told_their_place} | {r.answers_per_s} | {r.p50_s} | {r.p95_s} | {r.first_token_p50_s} "
             f"| {r.first_token_p95_s} | {r.tokens_per_s} | {r.wall_s} | {r.load_before} → {r.load_after} |"
         )
