@@ -80,9 +80,11 @@ class DraftChecker:
                 text = re.sub(r"([.!?]?)\s*$", rf" [{number}]\1", text, count=1)
         if not valid:
             return self._record(SentenceVerdict(text, shown=False, reason="no source"))
-        available = set().union(*(numbers_in(self.passages[n]) for n in valid))
         # "2." opening a numbered step is the step's number, not a claim.
         claim_text = CITATION.sub("", _STEP_NUMBER.sub("", text)).strip()
+        if _says_nothing(claim_text):
+            return self._record(SentenceVerdict(text, shown=False, reason="no claim"))
+        available = set().union(*(numbers_in(self.passages[n]) for n in valid))
         missing = sorted(numbers_in(claim_text) - available)
         if missing:
             self.result.number_mismatches += [
@@ -124,6 +126,12 @@ class DraftChecker:
             verdict = self.check(buffer)
             if verdict.shown:
                 yield (separator if shown_any else "") + verdict.text
+
+
+def _says_nothing(claim: str) -> bool:
+    """A bare citation ("[1]."), or a label such as "Sources:" that only announces what follows."""
+    words = re.findall(r"\w+", claim)
+    return not words or (claim.rstrip().endswith(":") and len(words) <= 2)
 
 
 def _valid_in(match: re.Match[str], passages: Mapping[int, str]) -> list[int]:

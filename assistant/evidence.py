@@ -26,6 +26,8 @@ STOPWORDS = frozenset(STOPWORDS_EN) | {"please", "thanks", "thank", "hi", "hello
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(€£$])")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _MARKDOWN_EMPHASIS = re.compile(r"\*\*|__|`")
+# Lines taken after a chosen lead-in that ends in a colon.
+LEAD_IN_FOLLOWERS = 4
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,15 @@ def select_evidence(
     max_units: int = 6,
     min_gain: float = 0.01,
     heading_weight: float = 0.5,
+    follow_lead_ins: bool = True,
+    neighbours: int = 0,
 ) -> Evidence:
     """The units of `passages` that best answer `query`. Each passage is (number, text, similarities), the last
-    being its (query tokens, stored tokens) cosine matrix (`MultiVectorIndex.token_similarities`)."""
+    being its (query tokens, stored tokens) cosine matrix (`MultiVectorIndex.token_similarities`).
+
+    With `follow_lead_ins`, a chosen unit that ends in a colon ("After swimming in the sea:") brings the list items
+    or table rows that follow it (up to `LEAD_IN_FOLLOWERS`), beyond `max_units`: the lead-in names the case, the
+    lines after it hold the answer."""
     weights = content_weights(encoder, query)
     mask = weights > 0
     if not mask.any():
@@ -138,6 +146,7 @@ def select_evidence(
     weights = weights[mask] / weights[mask].sum()
 
     candidates: list[tuple[EvidenceUnit, np.ndarray]] = []
+    kinds: dict[tuple[int, int], str] = {}
     for number, text, similarities in passages:
         heading, units = split_passage(text)
         spans = encoder.document_token_spans(text)
@@ -159,6 +168,7 @@ def select_evidence(
             best = np.maximum(similarity[:, inside].max(axis=1), heading_best)
             score = float(weights @ best)
             candidates.append((EvidenceUnit(number, position, heading, unit.text, score), best))
+            kinds[number, position] = unit.kind
     if not candidates:
         return Evidence([])
 
@@ -179,7 +189,45 @@ def select_evidence(
         best_of_first = next((item for item in candidates if item[0].source_number == first), None)
         if best_of_first is not None:
             chosen = [*chosen[: max_units - 1], best_of_first]
-    return Evidence([unit for unit, _ in chosen])
+    units = [unit for unit, _ in chosen]
+    if follow_lead_ins:
+        units = _with_lead_in_followers(units, [unit for unit, _ in candidates], kinds)
+    if neighbours:
+        units = _with_neighbours(units, [unit for unit, _ in candidates], neighbours)
+    return Evidence(units)
+
+
+def _with_neighbours(chosen: list[EvidenceUnit], candidates: list[EvidenceUnit], reach: int) -> list[EvidenceUnit]:
+    by_place = {(unit.source_number, unit.position): unit for unit in candidates}
+    taken = {(unit.source_number, unit.position) for unit in chosen}
+    result = list(chosen)
+    for unit in chosen:
+        for step in [*range(-reach, 0), *range(1, reach + 1)]:
+            place = (unit.source_number, unit.position + step)
+            if place in by_place and place not in taken:
+                taken.add(place)
+                result.append(by_place[place])
+    return result
+
+
+def _with_lead_in_followers(
+    chosen: list[EvidenceUnit], candidates: list[EvidenceUnit], kinds: dict[tuple[int, int], str]
+) -> list[EvidenceUnit]:
+    by_place = {(unit.source_number, unit.position): unit for unit in candidates}
+    taken = {(unit.source_number, unit.position) for unit in chosen}
+    result = list(chosen)
+    for unit in chosen:
+        if not unit.text.rstrip().endswith(":"):
+            continue
+        for step in range(1, LEAD_IN_FOLLOWERS + 1):
+            place = (unit.source_number, unit.position + step)
+            follower = by_place.get(place)
+            if follower is None or (kinds.get(place) == "sentence" and step > 1):
+                break
+            if place not in taken:
+                taken.add(place)
+                result.append(follower)
+    return result
 
 
 def evidence_for(

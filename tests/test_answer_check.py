@@ -64,3 +64,10 @@ def test_numbered_steps_stay_whole(judge):
         "1. Freeze the jumper at -18 °C for 72 hours [2].",
         "2. Hand wash it in cool water [2].",
     ]
+
+
+def test_a_bare_citation_or_label_is_no_answer(judge):
+    text, checker = shown(judge, "Sources: [1] [2]\n", "[1].")
+    assert text == ""
+    assert [s.reason for s in checker.result.sentences] == ["no claim", "no claim"]
+    assert checker.result.cited == []

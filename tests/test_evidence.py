@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.evidence import evidence_for, split_passage
+from assistant.evidence import evidence_for, select_evidence, split_passage
 from retriever.index import MultiVectorIndex
 
 TABLE_PASSAGE = """Caring for Belts > Overfilling
@@ -65,3 +65,30 @@ def test_evidence_for_an_unrelated_question_scores_lower(kb_index):
         return evidence_for(kb_index, question, [(n, h.id, h.text) for n, h in enumerate(hits, start=1)]).best_score
 
     assert best("How should I store my pearls?") > best("Can I bring my car in for an oil change?")
+
+
+LEAD_IN_PASSAGE = """Watch care > After the sea
+
+Rinse the case with fresh water after every swim.
+For a Corvane 1911 after swimming in the sea or a chlorinated pool:
+- Rinse under a lukewarm tap for one minute.
+- Dry with a soft cloth.
+- Do not press the pushers while wet.
+Our boutiques test water resistance for free."""
+
+
+def test_a_chosen_lead_in_brings_the_lines_it_introduces(encoder):
+    query = encoder.encode_query("What should I do with my Corvane 1911 after swimming in a chlorinated pool?")
+    document = encoder.encode_documents([LEAD_IN_PASSAGE])[0]
+    similarities = query.vectors @ document.vectors.T
+    alone = select_evidence(encoder, query, [(1, LEAD_IN_PASSAGE, similarities)], max_units=1, follow_lead_ins=False)
+    assert [unit.text for unit in alone.units] == [
+        "For a Corvane 1911 after swimming in the sea or a chlorinated pool:"
+    ]
+    followed = select_evidence(encoder, query, [(1, LEAD_IN_PASSAGE, similarities)], max_units=1)
+    assert [unit.text for unit in followed.by_source()[1]] == [
+        "For a Corvane 1911 after swimming in the sea or a chlorinated pool:",
+        "Rinse under a lukewarm tap for one minute.",
+        "Dry with a soft cloth.",
+        "Do not press the pushers while wet.",
+    ]
