@@ -211,7 +211,11 @@ class Assistant:
         brand = settings.brand()
         encoder = encoder or ColBERTAttEncoder(EncoderSettings(query_max_tokens=settings.retrieval.query_max_tokens))
         index, report = load_or_rebuild(
-            settings.documents_path(brand), settings.index_dir(brand), encoder=encoder, show_progress=show_progress
+            settings.documents_path(brand),
+            settings.index_dir(brand),
+            encoder=encoder,
+            show_progress=show_progress,
+            qdrant=settings.retrieval.qdrant,
         )
         for error in report.errors:
             logger.warning("Knowledge base: %s", error)

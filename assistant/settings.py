@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from assistant.brand import DEFAULT_PROFILE, BrandProfile
 from assistant.errors import SettingsError
+from retriever.index.qdrant_settings import QdrantSettings
 from retriever.scoring import ScoringMode
 
 CONFIG_FILE_ENV = "ASSISTANT_CONFIG_FILE"
@@ -74,6 +75,11 @@ class RetrievalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     index_dir: str | None = Field(default=None, description="None: the brand profile's index_dir.")
+    qdrant: QdrantSettings | None = Field(
+        default=None,
+        description="None: the local index in index_dir. Set (a url, or a location for Qdrant's local mode, e.g. "
+        "ASSISTANT_RETRIEVAL__QDRANT__LOCATION=indexes/qdrant): the documents live in that Qdrant collection.",
+    )
     documents_dir: str | None = Field(
         default=None, description="A folder of Markdown documents or a BEIR corpus.jsonl; None: the brand profile's."
     )
