@@ -98,12 +98,13 @@ def main(
         for qid, query, slots in zip(ids, queries, candidates, strict=True):
             if key is not None:
                 query = dataclasses.replace(query, weights=query.variant_weights[key] / temperature)
-            raw, _, _, _ = index._score_slots(query, slots, mode)
+            raw = index.score(query, [by_slot[int(s)] for s in slots], mode).raw
             best = np.argsort(-raw)[:10]
             run[qid] = {ordered_ids[int(slots[i])]: float(raw[i]) for i in best}
         return float(evaluate(qrels, Run(run), "ndcg@10")) * 100
 
     ordered_ids = {d.slot: d.id for d in ordered}
+    by_slot = {d.slot: d for d in ordered}
     rows = [
         {
             "variant": "maxsim (no weights)",

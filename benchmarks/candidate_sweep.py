@@ -20,6 +20,7 @@ from ranx import Qrels, Run, evaluate
 from retriever.beir import BeirDataset
 from retriever.encoder import ColBERTAttEncoder
 from retriever.index import MultiVectorIndex
+from retriever.index.exact_tokens import ExactTokenStore
 from retriever.results_log import record_run, run_header
 from retriever.settings import CandidateSettings, EncoderSettings
 
@@ -55,8 +56,8 @@ def main(
         index.settings.candidates = CandidateSettings(
             ivf_nprobe=nprobe, tokens_per_query_token=neighbours, rerank_depth=depth
         )
-        assert index._candidates is not None
-        index._candidates.nprobe = nprobe
+        assert isinstance(index.token_storage, ExactTokenStore) and index.token_storage.candidates is not None
+        index.token_storage.candidates.nprobe = nprobe
         run, latencies = {}, []
         for qid, query in encoded.items():
             started = time.perf_counter()  # search only: query encoding is the same for every setting

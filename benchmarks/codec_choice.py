@@ -54,7 +54,7 @@ def reconstruction(source: MultiVectorIndex, compressed: MultiVectorIndex, encod
         packed = compressed.get(ids[position]).compressed
         assert exact.vectors is not None and packed is not None
         original = exact.vectors.float().numpy()
-        decoded = compressed._codec.decode(packed.centroid_ids, packed.codes)
+        decoded = compressed.token_storage.codec.decode(packed.centroid_ids, packed.codes)
         cosines.append(np.sum(original * decoded, axis=1))
         query = encoded_queries[position % len(encoded_queries)].vectors
         winner_kept += int(np.sum(np.argmax(query @ original.T, axis=1) == np.argmax(query @ decoded.T, axis=1)))
@@ -100,7 +100,7 @@ def main(
         started = time.perf_counter()
         compressed = source.converted(storage)
         seconds = time.perf_counter() - started
-        codec = compressed._codec
+        codec = compressed.token_storage.codec
         assert codec is not None
         built[name] = compressed
         row = {
