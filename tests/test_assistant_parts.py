@@ -8,7 +8,7 @@ import pytest
 
 from assistant.abstention import choose_threshold, model_abstained
 from assistant.bundled_models import QWEN_CODER_05B, BundledGGUF, bundled_model_path
-from assistant.citations import check_citations
+from assistant.citations import attribute, numbers_in
 from assistant.errors import ModelFileError, SettingsError
 from assistant.settings import AssistantSettings, LLMBackend
 
@@ -63,18 +63,13 @@ def test_bad_settings_say_which_field(tmp_path):
         AssistantSettings.from_file(config)
 
 
-def test_invented_citations_are_removed_and_uncited_sentences_attributed():
-    checked = check_citations("Express delivery costs €25 [1][7]. Freeze the jumper at -18 °C for 72 hours.", SOURCES)
-    assert checked.removed == [7]
-    assert checked.attributed == [2]
-    assert checked.text == "Express delivery costs €25 [1]. Freeze the jumper at -18 °C for 72 hours [2]."
-    assert checked.cited == [1, 2]
-    assert checked.number_mismatches == []
+def test_an_uncited_sentence_is_attributed_to_the_source_it_comes_from():
+    assert attribute("Freeze the cashmere jumper for 72 hours, then hand wash it.", SOURCES) == 2
+    assert attribute("Our boutiques offer champagne on Fridays.", SOURCES) is None
 
 
-def test_numbers_not_in_the_cited_source_are_flagged():
-    checked = check_citations("Express delivery costs €30 [1]. Freeze it for 72 hours [1].", SOURCES)
-    assert [(m.number, m.cited_sources) for m in checked.number_mismatches] == [("30", [1]), ("72", [1])]
+def test_numbers_are_read_as_clients_write_them():
+    assert numbers_in("Express costs €25.00 [1], 1,200 points, -18 °C.") == {"25", "1200", "-18"}
 
 
 def test_model_abstention_phrasings():
