@@ -1,6 +1,6 @@
 """Finding and loading encoder checkpoints: the bundled MiniLM, any Hugging Face encoder folder, ColBERT
 checkpoints in the PyLate layout (`1_Dense/` projection) or the Stanford layout (`linear.weight` beside the
-BERT weights), and the compact layout `retriever.train` ships (`colbert_att_compact.json`: float16 differences
+BERT weights), and the compact layout `retriever.training` ships (`colbert_att_compact.json`: float16 differences
 from a base checkpoint plus the projection). Nothing here touches a model hub."""
 
 from __future__ import annotations

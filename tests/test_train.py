@@ -1,4 +1,4 @@
-"""Training (`retriever.train`) on a tiny slice of labelled pairs: the loss goes down, an interrupted run resumes
+"""Training (`retriever.training`) on a tiny slice of labelled pairs: the loss goes down, an interrupted run resumes
 with the same next-step loss, the saved model loads into the retriever, and the compact export gives the same
 vectors as the full save."""
 
@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from retriever import ColBERTAttEncoder, EncoderSettings, MultiVectorIndex
 from retriever.checkpoint import CheckpointLayout, inspect_checkpoint, load_checkpoint
 from retriever.errors import CheckpointError
-from retriever.train import METRICS_FILE, Trainer, app, train
-from retriever.training_config import TrainingConfig, TrainingConfigError, build_config, read_config_file
+from retriever.training.config import TrainingConfig, TrainingConfigError, build_config, read_config_file
+from retriever.training.train import METRICS_FILE, Trainer, app, train
 
 PAIRS = [
     (
@@ -256,13 +256,13 @@ def test_missing_data_and_bad_options_are_clear_errors(tmp_path):
 
 
 def test_the_example_recipe_is_valid():
-    recipe = Path(__file__).resolve().parent.parent / "retriever" / "training_recipe.yaml"
+    recipe = Path(__file__).resolve().parent.parent / "retriever" / "training" / "recipes" / "example.yaml"
     config = build_config(read_config_file(recipe), {"max_steps": 7})
     assert config.max_steps == 7 and config.mix["squad"] == 0.5 and config.negative_weight("medquad") == 0.5
 
 
 def test_a_beir_train_split_gets_bm25_mined_negatives_that_exclude_judged_documents(tmp_path):
-    from retriever.training_data import beir_source
+    from retriever.training.data import beir_source
 
     folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)
@@ -290,7 +290,7 @@ def test_a_beir_train_split_gets_bm25_mined_negatives_that_exclude_judged_docume
 
 
 @pytest.mark.parametrize(
-    "recipe", sorted((Path(__file__).resolve().parent.parent / "retriever" / "recipes").glob("*.yaml"))
+    "recipe", sorted((Path(__file__).resolve().parent.parent / "retriever" / "training" / "recipes").glob("*.yaml"))
 )
 def test_every_recorded_recipe_is_valid(recipe):
     config = build_config(read_config_file(recipe), {})

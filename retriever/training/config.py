@@ -1,6 +1,6 @@
 """The training recipe (`TrainingConfig`) and what a checkpoint remembers to resume exactly (`TrainerState`).
 
-A recipe comes from a YAML / JSON file (`--config`, see `training_recipe.yaml`), with command-line options on
+A recipe comes from a YAML / JSON file (`--config`, see `recipes/example.yaml`), with command-line options on
 top. Both are validated here, so a typo in a file fails before any model is loaded.
 """
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from retriever.beir import iter_corpus, load_qrels, load_queries
 from retriever.errors import ColBERTAttError
-from retriever.training_config import (
+from retriever.training.config import (
     SHARED_SOURCES,
     VALIDATION_SETS,
     SourceState,

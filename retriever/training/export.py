@@ -36,7 +36,7 @@ from retriever.checkpoint import (
     load_checkpoint,
 )
 from retriever.errors import CheckpointError
-from retriever.training_model import TrainableColBERT
+from retriever.training.model import TrainableColBERT
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from retriever.training_config import TrainingScore
-from retriever.training_data import TrainingExample
-from retriever.training_model import PaddedEncoding
+from retriever.training.config import TrainingScore
+from retriever.training.data import TrainingExample
+from retriever.training.model import PaddedEncoding
 
 
 @dataclass

@@ -1,18 +1,18 @@
-"""Fine-tune the encoder for ColBERT-Att retrieval: `python -m retriever.train --help`.
+"""Fine-tune the encoder for ColBERT-Att retrieval: `python -m retriever.training --help`.
 
-    python -m retriever.train --output-dir runs/minilm-colbert --max-steps 2000 --batch-size 16
-    python -m retriever.train --config retriever/training_recipe.yaml --max-steps 50 --stop-after 10
-    python -m retriever.train --output-dir runs/minilm-colbert --resume          # continue where it stopped
+    python -m retriever.training --output-dir runs/minilm-colbert --max-steps 2000 --batch-size 16
+    python -m retriever.training --config retriever/training/recipes/example.yaml --max-steps 50 --stop-after 10
+    python -m retriever.training --output-dir runs/minilm-colbert --resume          # continue where it stopped
 
 Output directory:
 
-    checkpoints/step-0000200/   full model folder (PyLate layout, see training_export.py) + trainer_state.json
+    checkpoints/step-0000200/   full model folder (PyLate layout, see export.py) + trainer_state.json
                                 + trainer_state.pt (optimizer, scheduler, RNG states): --resume continues from
                                 the newest one so that the next step is the one an uninterrupted run takes
     metrics.jsonl               one JSON object per line: training loss / lr / steps per second every
                                 --log-every steps, validation metrics at every checkpoint
     model/                      the final model (PyLate layout), loadable by `load_checkpoint` and PyLate
-    compact/                    with --export-small: the compact shipped form (training_export.py)
+    compact/                    with --export-small: the compact shipped form (export.py)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from transformers.utils import logging as transformers_logging
 from retriever.checkpoint import BUNDLED_MODEL_NAME, LoadedCheckpoint, load_checkpoint, resolve_model_path
 from retriever.errors import ColBERTAttError
 from retriever.settings import AttentionScaling, AttentionStrategy, EncoderSettings
-from retriever.training_config import (
+from retriever.training.config import (
     MarkerMode,
     ProjectionInit,
     TrainerState,
@@ -50,11 +50,11 @@ from retriever.training_config import (
     read_config_file,
     resumed_config,
 )
-from retriever.training_data import TrainingExample, TrainingStream, ValidationSet, load_validation_set
-from retriever.training_export import export_compact, save_model_folder
-from retriever.training_loss import contrastive_loss, late_interaction_scores, layout_batch
-from retriever.training_model import TrainableColBERT, initial_projection
-from retriever.training_validation import evaluate
+from retriever.training.data import TrainingExample, TrainingStream, ValidationSet, load_validation_set
+from retriever.training.export import export_compact, save_model_folder
+from retriever.training.loss import contrastive_loss, late_interaction_scores, layout_batch
+from retriever.training.model import TrainableColBERT, initial_projection
+from retriever.training.validation import evaluate
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True, soft_wrap=True)

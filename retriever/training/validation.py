@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from retriever.scoring import CandidateBatch, ScoringMode, score_batch
-from retriever.training_data import ValidationSet
-from retriever.training_model import TrainableColBERT
+from retriever.training.data import ValidationSet
+from retriever.training.model import TrainableColBERT
 
 ENCODE_BATCH = 32
 

@@ -1,0 +1,3 @@
+from retriever.training.train import app
+
+app()
