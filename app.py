@@ -48,8 +48,7 @@ def main() -> None:
         console.print(f"Loaded {len(assistant.index)} chunks and the LLM {chat_model.name}.")
         app = create_app(assistant, app_settings)
         console.print(
-            f"Customer chat: http://{app_settings.host}:{app_settings.port}/chat/  ·  staff: /staff/  ·  "
-            "API: /api/docs"
+            f"Customer chat: http://{app_settings.host}:{app_settings.port}/chat/  ·  staff: /staff/  ·  API: /api/docs"
         )
         serve(app, app_settings)
 
