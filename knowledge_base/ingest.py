@@ -25,12 +25,12 @@ from rich.console import Console
 
 from knowledge_base.chunking import DEFAULT_MAX_TOKENS, chunk_document
 from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, read_documents
-from retriever.cli import encoding_progress
 from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import ColBERTAttError
 from retriever.index import BaseMultiVectorIndex, DocumentInput
 from retriever.index.factory import open_for_update
 from retriever.index.qdrant_settings import QdrantSettings
+from retriever.progress import encoding_progress
 from retriever.settings import EncoderSettings
 
 logger = logging.getLogger(__name__)

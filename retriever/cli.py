@@ -8,41 +8,26 @@ python -m retriever search --index-dir indexes/scifact "do statins lower cancer 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from retriever.beir import iter_corpus
-from retriever.encoder import ColBERTAttEncoder, ProgressCallback
+from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import ColBERTAttError
 from retriever.index import DocumentInput, MultiVectorIndex
 from retriever.index.streaming_build import build_compressed_index
+from retriever.progress import encoding_progress
 from retriever.scoring import ScoringMode
 from retriever.settings import AttentionStrategy, EncoderSettings, IndexSettings, StorageCodec, StorageSettings
 
 app = typer.Typer(help="ColBERT-Att retrieval: build and search attention-weighted late-interaction indexes.")
 console = Console(stderr=True, soft_wrap=True)
 FOLDER_SUFFIXES = (".md", ".txt")
-
-
-@contextmanager
-def encoding_progress(total: int, label: str) -> Iterator[ProgressCallback]:
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda done: progress.advance(task, done)
 
 
 def documents_from_folder(folder: Path) -> list[DocumentInput]:

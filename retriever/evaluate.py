@@ -26,9 +26,9 @@ from rich.table import Table
 
 from retriever.baselines import BM25Baseline, DenseBaseline
 from retriever.beir import BeirDataset
-from retriever.cli import encoding_progress
 from retriever.encoder import ColBERTAttEncoder
 from retriever.index import DocumentInput, MultiVectorIndex
+from retriever.progress import encoding_progress
 from retriever.results_log import record_run, run_header
 from retriever.settings import AttentionStrategy, EncoderSettings, IndexSettings
 
