@@ -9,15 +9,15 @@ Qdrant holds one point per document in a collection with a single multivector na
     doc_id          the document id (point ids are a deterministic UUID5 of it, see `point_id`)
     text            the document text
     metadata        the document metadata; a LlamaIndex filter on key `k` becomes a Qdrant condition on
-                    `metadata.k` (see `translate_filters`), evaluated by Qdrant before it ranks anything
+                    `metadata.k` (see `qdrant_filters.py`), evaluated by Qdrant before it ranks anything
     token_weights   the attention weight A of every stored token vector
     token_ids       the word-piece id of every stored token vector (for `explain=True` and `get`)
     n_words         the document's length in words (the exponent delta = min(1, n_words / l))
 
 A search sends the query's token vectors as a multivector query (`query_points`). Qdrant ranks the documents that
 pass the filter by plain MaxSim, sum_i max_j q_i . d_j, and returns the best `max(prefetch_limit, top_k)` of them
-with their stored vectors and payload. Those candidates are then scored here with `retriever.scoring.score_batch`,
-the same function the local index uses, and the best `top_k` are returned.
+with their stored vectors and payload. Those candidates are then scored by the re-ranking step every backend shares
+(`rerank.py`, through `BaseMultiVectorIndex.search`), and the best `top_k` are returned.
 
 Why Qdrant's own score is not enough: ColBERT-Att weighs each query token's best match by exp(A_dw) ** delta, where
 d_w = argmax_j cos(q_i, d_j) is the document token that won the MaxSim. Qdrant returns only the summed MaxSim, not
