@@ -30,6 +30,7 @@ from assistant.brand import BrandProfile
 from assistant.citations import NumberMismatch
 from assistant.evidence import Evidence, evidence_for
 from assistant.follow_up import standalone_question
+from assistant.grounding_note import grounding_note
 from assistant.llm_backends import ChatModel
 from assistant.memory import SessionMemory
 from assistant.prompts import PromptSource, answer_messages
@@ -85,6 +86,9 @@ class AssistantAnswer(BaseModel):
         default_factory=list, description="Numbers of the draft not in its sources; their sentences were not shown."
     )
     dropped_sentences: list[str] = Field(default_factory=list, description="Draft sentences not shown, and why.")
+    grounding_note: str | None = Field(
+        default=None, description="A warning for the reader when the shown answer is weakly supported by its sources."
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
@@ -332,10 +336,13 @@ class Assistant:
             first = (first_shown[0] if first_shown else ended) - started
             times = {**timings, "first_token": first * 1000, "total": (ended - started) * 1000}
             if shown.strip() and check.cited:
-                return record(AssistantAnswer(
+                answer = AssistantAnswer(
                     text=shown.strip(), abstained=False, answer_path="generated",
                     citations=[by_number[n] for n in check.cited], timings_ms=times, **common,
-                ))  # fmt: skip
+                )  # fmt: skip
+                # The sentences passed one by one; the note reads the answer as a whole (quoted evidence needs none).
+                answer.grounding_note = grounding_note(self.judge, answer)
+                return record(answer)
             # A draft that drifted from its sources still says the model found an answer there: quote the evidence.
             # A model that declined outright is overruled only by strong evidence.
             drifted = bool(check.sentences) and not check.declined

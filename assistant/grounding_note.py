@@ -1,4 +1,4 @@
-"""A note under an answer whose sentences the grounding judge could not verify in the sources.
+"""The note under a generated answer whose sentences the grounding judge could not verify in the sources.
 
 Each sentence of an answered turn is read against the source(s) it cites, as ALCE scores citations: a sentence
 citing [2] is not vouched for by source [1] merely because [1] was also shown to the model. Only a sentence that
@@ -11,9 +11,12 @@ get no note: they claim nothing.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from assistant.engine import AssistantAnswer
 from grounding.judge import ClaimVerdict, EvidenceScope, GroundingJudge, GroundingReport, Verdict
+
+if TYPE_CHECKING:
+    from assistant.engine import AssistantAnswer
 
 logger = logging.getLogger(__name__)
 

@@ -3,12 +3,12 @@
     python benchmarks/brand_profile_eval.py [--profile brands/wix-help-centre.yaml] [--limit 40] \
         [--checkpoint runs/brand-wix.jsonl] [--threads N] [--query-max-tokens N] [--no-record]
 
-The assistant is built exactly as the chat app builds it (`Assistant.from_settings` with
-`AssistantSettings(brand_profile=...)`: the profile's documents indexed into the profile's index_dir), then asked
+The assistant is built exactly as the chat app builds it (`index_brand_documents` then `Assistant.from_settings`
+with `AssistantSettings(brand_profile=...)`: the profile's documents indexed into the profile's index_dir), then asked
 the first `--limit` questions of WixQA's queries.jsonl one at a time, each in a fresh customer session. For each
 answer it records: answered or abstained (and why), how the text was made (`answer_path`), whether a gold article
 (answers.jsonl `article_ids`) is among the sources shown and among the citations, the grounding judge's verdict on
-the answer against its own citations (`webapp.grounding_flag.judge_turn`, as the chat's warning note does), its word
+the answer against its own citations (`assistant.grounding_note.judge_turn`, as the chat's warning note does), its word
 overlap with the expert's answer (token F1 and an LCS-based ROUGE-L F), and whether any other house's name leaks
 into it. With --checkpoint, each answered question is appended to a JSONL file at once, and a rerun with the same
 file skips the questions already there. Appends a dated section to benchmarks/RESULTS.md and writes
@@ -36,12 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.brand import BRANDS_DIR, BrandProfile
 from assistant.engine import Assistant, AssistantAnswer
+from assistant.grounding_note import judge_turn
 from assistant.settings import AssistantSettings, Mode
 from benchmarks.answer_diagnosis import read_checkpoint
+from knowledge_base.ingest import index_brand_documents
 from retriever.encoder import ColBERTAttEncoder
 from retriever.results_log import record_run, run_header
 from retriever.settings import EncoderSettings
-from webapp.grounding_flag import judge_turn
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = BRANDS_DIR / "wix-help-centre.yaml"
@@ -344,7 +345,8 @@ def main(
     started = time.perf_counter()
     if todo:
         console.print(f"Building the assistant for {brand.name} ({len(todo)} questions to ask, {resumed} resumed)")
-        assistant = Assistant.from_settings(settings, encoder=ColBERTAttEncoder(encoder_settings), show_progress=True)
+        index, _ = index_brand_documents(settings, ColBERTAttEncoder(encoder_settings), show_progress=True)
+        assistant = Assistant.from_settings(settings, index=index)
         llm = assistant.chat_model.name
         if brand.strings.examples:
             ask(assistant, {"id": "warm-up", "text": brand.strings.examples[0]})

@@ -1,6 +1,6 @@
-"""The chat app's grounding note, with the real bundled encoder and hand-built answers citing real sections of the
-mechanical-watch care guide: a faithful answer gets no note; one changed figure, or a sentence whose own citation
-does not back it, gets a note naming it."""
+"""The grounding note a generated answer carries, with the real bundled encoder and hand-built answers citing real
+sections of the mechanical-watch care guide: a faithful answer gets no note; one changed figure, or a sentence whose
+own citation does not back it, gets a note naming it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from assistant.engine import AssistantAnswer, Citation
+from assistant.grounding_note import CONTRADICTED_PREFIX, NO_CLAIM_NOTE, NOTE_PREFIX, grounding_note, judge_turn
 from assistant.settings import Mode
 from grounding import GroundingJudge
-from webapp.grounding_flag import CONTRADICTED_PREFIX, NO_CLAIM_NOTE, NOTE_PREFIX, grounding_note, judge_turn
 
 CARE = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents" / "care"
 QUESTION = "How long does my Corvane 1911 keep running off the wrist, and how do I wind it by hand?"

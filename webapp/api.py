@@ -153,7 +153,7 @@ def api_router(services: AppServices) -> APIRouter:
             ) from None
 
     def record(answer: AssistantAnswer, session: ResolvedSession) -> tuple[int, str | None]:
-        note = services.note(answer)
+        note = answer.grounding_note
         return log.record_turn(answer, "api", session.id, grounding_note=note), note
 
     def failure(failed: Failed) -> HTTPException:

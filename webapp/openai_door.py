@@ -217,7 +217,7 @@ def openai_router(services: AppServices) -> APIRouter:
         base_url = str(request.base_url).rstrip("/")
 
         def finish(answer: AssistantAnswer, order: list[int]) -> tuple[list[CitationOut], dict[str, Any], dict]:
-            note = services.note(answer)
+            note = answer.grounding_note
             turn_id = log.record_turn(answer, "openai", session_id, grounding_note=note)
             services.sessions.end(session_id, owner)
             meta = {

@@ -15,7 +15,6 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant import Assistant
-from grounding import GroundingJudge
 from webapp.api import api_router
 from webapp.client_address import client_address
 from webapp.generation import GenerationQueue
@@ -35,9 +34,7 @@ STAFF_LOGIN_PATHS = {"/staff/login", "/staff/login/"}
 
 def create_app(assistant: Assistant, settings: AppSettings | None = None) -> FastAPI:
     settings = settings or AppSettings()
-    # Answers are checked against their sources before they are shown; weak ones get a visible note.
-    judge = GroundingJudge.load_default(encoder=assistant.index.encoder)
-    services = AppServices.build(assistant, settings, judge)
+    services = AppServices.build(assistant, settings)
     assistant = services.assistant
 
     brand = assistant.brand

@@ -5,13 +5,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from assistant import Assistant, AssistantAnswer
+from assistant import Assistant
 from assistant.memory import SQLiteMemory
-from grounding import GroundingJudge
 from webapp.client_address import request_client
 from webapp.conversation_log import ConversationLog
 from webapp.generation import GenerationQueue
-from webapp.grounding_flag import grounding_note
 from webapp.login_throttle import LoginThrottle
 from webapp.rate_limit import RateLimiter
 from webapp.sessions import SessionRegistry
@@ -35,10 +33,9 @@ class AppServices:
     sessions: SessionRegistry
     generation: GenerationQueue
     staff_credentials: tuple[str, str]
-    judge: GroundingJudge | None
 
     @classmethod
-    def build(cls, assistant: Assistant, settings: AppSettings, judge: GroundingJudge | None) -> AppServices:
+    def build(cls, assistant: Assistant, settings: AppSettings) -> AppServices:
         log = ConversationLog(settings.log_path)
         memory = SQLiteMemory(
             settings.sessions_path, assistant.settings.chat.memory_token_limit, assistant.chat_model.count_tokens
@@ -70,11 +67,7 @@ class AppServices:
                 settings.request_deadline_s,
             ),
             staff_credentials=settings.staff_credentials(),
-            judge=judge,
         )
 
     def client(self, request) -> str:
         return request_client(request, self.settings.trusted_proxies)
-
-    def note(self, answer: AssistantAnswer) -> str | None:
-        return grounding_note(self.judge, answer) if self.judge is not None else None

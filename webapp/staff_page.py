@@ -64,7 +64,7 @@ def staff_page(services: AppServices) -> gr.Blocks:
             ticket.cancel("disconnected")
         if answer is None:
             return
-        note = services.note(answer)
+        note = answer.grounding_note
         log.record_turn(answer, "staff_ui", None, grounding_note=note)
         if answer.abstain_reason == "invalid_message":
             yield answer_markdown(answer), ""
