@@ -3,6 +3,8 @@
     python app.py            # builds (or updates) the knowledge-base index, loads the local LLM, serves on localhost
 
 Settings: ASSISTANT_* (see assistant/settings.py) and APP_* (see webapp/settings.py) environment variables.
+`ASSISTANT_RETRIEVAL__QDRANT__LOCATION=indexes/qdrant` (or `..._URL=http://host:6333`) keeps the documents in a Qdrant
+collection instead of the local index; nothing else changes.
 With `ASSISTANT_LLM__BACKEND=llama_server` (and `ASSISTANT_LLM__PARALLEL_SLOTS=4`) the app starts llama.cpp's own
 server on a free loopback port, answers several customers at once through it, and stops it when the app stops.
 """
@@ -18,6 +20,9 @@ from rich.console import Console
 from assistant import Assistant, AssistantSettings
 from assistant.errors import AssistantError
 from assistant.llm_backends import ChatModel
+from knowledge_base.ingest import index_brand_documents
+from retriever.encoder import ColBERTAttEncoder
+from retriever.errors import ColBERTAttError
 from webapp import create_app
 from webapp.server import serve
 from webapp.settings import AppSettings
@@ -25,6 +30,18 @@ from webapp.settings import AppSettings
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
+
+
+def start_assistant(
+    settings: AssistantSettings,
+    chat_model: ChatModel,
+    encoder: ColBERTAttEncoder | None = None,
+    show_progress: bool = False,
+) -> Assistant:
+    """The app's start-up: index the brand's documents where the settings say (only new or changed ones are
+    encoded; the local index or a Qdrant collection), then the assistant on that index."""
+    index, _ = index_brand_documents(settings, encoder, show_progress=show_progress)
+    return Assistant.from_settings(settings, chat_model=chat_model, index=index)
 
 
 def main() -> None:
@@ -44,7 +61,11 @@ def main() -> None:
     # Whatever ends the app (a stop signal, Ctrl-C, an error), a llama-server it started is stopped with it.
     with chat_model:
         console.print("Indexing the knowledge base (only new or changed documents are encoded)…")
-        assistant = Assistant.from_settings(settings, chat_model=chat_model, show_progress=True)
+        try:
+            assistant = start_assistant(settings, chat_model, show_progress=True)
+        except ColBERTAttError as exc:
+            console.print(f"Cannot start: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(1)
         console.print(f"Loaded {len(assistant.index)} chunks and the LLM {chat_model.name}.")
         app = create_app(assistant, app_settings)
         console.print(

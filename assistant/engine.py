@@ -29,6 +29,7 @@ from assistant.answer_check import DraftChecker
 from assistant.brand import BrandProfile
 from assistant.citations import NumberMismatch
 from assistant.evidence import Evidence, evidence_for
+from assistant.explanations import SourceExplanation, explain_hit
 from assistant.follow_up import standalone_question
 from assistant.grounding_note import grounding_note
 from assistant.llm_backends import ChatModel
@@ -37,10 +38,8 @@ from assistant.prompts import PromptSource, answer_messages
 from assistant.settings import AssistantSettings, Mode
 from grounding import GroundingJudge
 from retriever.encoder import ColBERTAttEncoder, EncodedText
-from retriever.index import MultiVectorIndex
-from retriever.index.multivector_index import SearchHit
+from retriever.index import BaseMultiVectorIndex, SearchHit
 from retriever.scoring import ScoringMode
-from retriever.settings import EncoderSettings
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +62,9 @@ class Citation(BaseModel):
     audience: str
     score: float
     text: str
+    explanation: SourceExplanation | None = Field(
+        default=None, description="Staff mode only: why the passage was found (matched words, token matches)."
+    )
 
 
 class AssistantAnswer(BaseModel):
@@ -92,7 +94,7 @@ class AssistantAnswer(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
-def _citation(number: int, hit: SearchHit) -> Citation:
+def _citation(number: int, hit: SearchHit, explanation: SourceExplanation | None = None) -> Citation:
     metadata = hit.metadata
     return Citation(
         number=number,
@@ -104,6 +106,7 @@ def _citation(number: int, hit: SearchHit) -> Citation:
         audience=str(metadata.get("audience", "")),
         score=hit.normalised_score,
         text=hit.text,
+        explanation=explanation,
     )
 
 
@@ -171,7 +174,7 @@ class AnswerStream:
 class Assistant:
     def __init__(
         self,
-        retriever_index: MultiVectorIndex,
+        retriever_index: BaseMultiVectorIndex,
         chat_model: ChatModel,
         settings: AssistantSettings | None = None,
         calibration: AbstentionCalibration | None = None,
@@ -205,38 +208,37 @@ class Assistant:
         settings: AssistantSettings | None = None,
         encoder: ColBERTAttEncoder | None = None,
         chat_model: ChatModel | None = None,
-        show_progress: bool = False,
+        index: BaseMultiVectorIndex | None = None,
     ) -> Assistant:
-        """Index (or update the index of) the brand's documents, load it, and build the LLM. An index that cannot be
-        used (damaged files, another encoder) is rebuilt from the documents, with a warning in the log."""
-        from knowledge_base.ingest import load_or_rebuild  # the knowledge base depends on the retriever
+        """The assistant on `index`, or on the brand's index where the settings put it (a folder, or a Qdrant
+        collection), which must already exist: the app indexes the brand's documents first
+        (`knowledge_base.ingest.index_brand_documents`), and so can a benchmark or a test."""
+        from knowledge_base.ingest import open_brand_index  # the knowledge base sits above the assistant's settings
 
         settings = settings or AssistantSettings.load()
-        brand = settings.brand()
-        encoder = encoder or ColBERTAttEncoder(EncoderSettings(query_max_tokens=settings.retrieval.query_max_tokens))
-        index, report = load_or_rebuild(
-            settings.documents_path(brand),
-            settings.index_dir(brand),
-            encoder=encoder,
-            show_progress=show_progress,
-            qdrant=settings.retrieval.qdrant,
-        )
-        for error in report.errors:
-            logger.warning("Knowledge base: %s", error)
-        return cls(index, chat_model or ChatModel.from_settings(settings.llm), settings, brand=brand)
+        if index is None:
+            index = open_brand_index(settings, encoder)
+        return cls(index, chat_model or ChatModel.from_settings(settings.llm), settings, brand=settings.brand())
 
     # ---- the steps of one turn ----------------------------------------------------------------------------
 
     def retrieve(self, query: EncodedText, mode: Mode, scoring: ScoringMode | None = None) -> list[Citation]:
         """The top passages, numbered from 1; customer mode sees only public ones (a metadata filter of the index,
-        not a rule in the prompt)."""
+        not a rule in the prompt). Staff mode also says why each was found (`Citation.explanation`): that costs a
+        stored-document read and a tokenisation per passage, which customers' turns do not pay."""
+        scoring = scoring or self.settings.retrieval.scoring
+        staff = mode is Mode.STAFF
         hits = self.index.search(
             query,
             top_k=self.settings.retrieval.top_k,
-            mode=scoring or self.settings.retrieval.scoring,
+            mode=scoring,
             filters=PUBLIC_ONLY if mode is Mode.CUSTOMER else None,
+            explain=staff,
         )
-        return [_citation(number, hit) for number, hit in enumerate(hits, start=1)]
+        return [
+            _citation(number, hit, explain_hit(hit, self.index, query, scoring) if staff else None)
+            for number, hit in enumerate(hits, start=1)
+        ]
 
     def evidence(self, query: EncodedText, sources: list[Citation]) -> Evidence:
         """The lines of `sources` that answer the query, by the token alignment of the score."""

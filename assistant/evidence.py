@@ -20,7 +20,7 @@ import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
 from retriever.encoder import ColBERTAttEncoder, EncodedText
-from retriever.index import MultiVectorIndex
+from retriever.index import BaseMultiVectorIndex
 
 STOPWORDS = frozenset(STOPWORDS_EN) | {"please", "thanks", "thank", "hi", "hello"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(€£$])")
@@ -134,7 +134,7 @@ def select_evidence(
     neighbours: int = 0,
 ) -> Evidence:
     """The units of `passages` that best answer `query`. Each passage is (number, text, similarities), the last
-    being its (query tokens, stored tokens) cosine matrix (`MultiVectorIndex.token_similarities`).
+    being its (query tokens, stored tokens) cosine matrix (`BaseMultiVectorIndex.token_similarities`).
 
     With `follow_lead_ins`, a chosen unit that ends in a colon ("After swimming in the sea:") brings the list items
     or table rows that follow it (up to `LEAD_IN_FOLLOWERS`), beyond `max_units`: the lead-in names the case, the
@@ -231,7 +231,7 @@ def _with_lead_in_followers(
 
 
 def evidence_for(
-    index: MultiVectorIndex,
+    index: BaseMultiVectorIndex,
     question: str | EncodedText,
     passages: Sequence[tuple[int, str, str]],
     max_units: int = 6,

@@ -47,6 +47,7 @@ from benchmarks.assistant_eval import (
     percentiles,
     rate,
 )
+from knowledge_base.ingest import index_brand_documents
 from retriever.progress import run_progress
 from retriever.results_log import record_run, run_header
 
@@ -336,7 +337,8 @@ def main(
     started, cpu_started = time.perf_counter(), time.process_time()
     if todo:
         console.print("Building the assistant (index, LLM)")
-        assistant = Assistant.from_settings(settings, show_progress=True)
+        index, _ = index_brand_documents(settings, show_progress=True)
+        assistant = Assistant.from_settings(settings, index=index)
         llm = assistant.chat_model.name
         assistant.reset("answer-diagnosis-warm-up")
         assistant.answer(WARM_UP_QUESTION, session_id="answer-diagnosis-warm-up")

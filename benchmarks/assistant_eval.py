@@ -30,6 +30,7 @@ from rich.console import Console
 from assistant.engine import Assistant, AssistantAnswer
 from assistant.labelled_questions import LabelledQuestion, load_questions
 from assistant.settings import AssistantSettings
+from knowledge_base.ingest import index_brand_documents
 from retriever.progress import run_progress
 from retriever.results_log import record_run, run_header
 
@@ -309,7 +310,8 @@ def main(
     settings = AssistantSettings.load()
     console.print(f"Load average {load_start[0]:.2f}/{load_start[1]:.2f}/{load_start[2]:.2f}", soft_wrap=True)
     console.print(f"Building the assistant (index {settings.retrieval.index_dir}, LLM {settings.llm.bundled_model})")
-    assistant = Assistant.from_settings(settings, show_progress=True)
+    index, _ = index_brand_documents(settings, show_progress=True)
+    assistant = Assistant.from_settings(settings, index=index)
     questions = load_questions(split)[:limit] if limit else load_questions(split)
     qrels = load_qrels()
 

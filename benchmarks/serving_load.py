@@ -484,6 +484,7 @@ def serve_app(assistant: Any, workdir: Path, queue_size: int, deadline_s: float)
 def app_layer(header: dict[str, str], counts: list[int], slot_counts: list[int], threads: int, queue_size: int,
               deadline_s: float, record: bool) -> None:  # fmt: skip
     from assistant import Assistant, AssistantSettings
+    from knowledge_base.ingest import index_brand_documents
 
     llm = LLMSettings(max_new_tokens=APP_MAX_TOKENS, threads=threads)
     settings = AssistantSettings.load(llm=llm.model_dump())
@@ -494,7 +495,8 @@ def app_layer(header: dict[str, str], counts: list[int], slot_counts: list[int],
         for k in slot_counts:
             server_llm = LLMSettings(**{**llm.model_dump(), "backend": "llama_server", "parallel_slots": k})
             models[f"llama_server slots={k}"] = ChatModel.from_settings(server_llm)
-        base_assistant = Assistant.from_settings(settings, chat_model=models["embedded"])
+        index, _ = index_brand_documents(settings)
+        base_assistant = Assistant.from_settings(settings, chat_model=models["embedded"], index=index)
         with tempfile.TemporaryDirectory(prefix="serving-load-") as scratch:
             for name, model in models.items():
                 assistant = Assistant(base_assistant.index, model, settings, brand=base_assistant.brand)

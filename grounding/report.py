@@ -52,6 +52,7 @@ from assistant.settings import AssistantSettings, Mode
 from grounding.claims import abstention_correct
 from grounding.faithfulness import AgreementStats, FaithfulnessCheck, FaithfulnessVerdict, agreement_stats
 from grounding.judge import EvidenceScope, GroundingJudge, GroundingReport
+from knowledge_base.ingest import index_brand_documents
 from retriever.beir import BeirDataset
 from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import IndexCorruptError, IndexMismatchError
@@ -549,7 +550,8 @@ def main(
 
     if questions is QuestionSet.KB:
         console.print(f"Building the assistant (index {settings.retrieval.index_dir})")
-        assistant = Assistant.from_settings(settings, encoder=encoder, show_progress=True)
+        index, _ = index_brand_documents(settings, encoder, show_progress=True)
+        assistant = Assistant.from_settings(settings, index=index)
         asked = kb_questions(split, limit)
         index_name = settings.retrieval.index_dir
     else:

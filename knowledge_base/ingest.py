@@ -1,6 +1,7 @@
 """Build or update the knowledge-base index incrementally.
 
     python -m knowledge_base.ingest --documents knowledge_base/documents --index-dir indexes/knowledge_base
+    python -m knowledge_base.ingest --from-settings   # the brand's documents, where the app reads them (ASSISTANT_*)
 
 Chunk ids come from the chunk text, so an unchanged file yields the same ids and nothing is encoded; a changed
 file re-encodes only its changed chunks; a deleted file's chunks leave the index. A file that cannot be read
@@ -8,7 +9,9 @@ is reported with its name (and line) and its previously indexed chunks are left 
 
 An index that cannot be used (a damaged or missing file, a checksum that does not match, another encoder) is
 rebuilt from the documents, with a warning in the log: it is derived data and every source is in the folder.
-`load_or_rebuild` does this and returns the index ready to search, for the app's start-up.
+`load_or_rebuild` does this and returns the index ready to search. `index_brand_documents` is the app's start-up
+step (and a benchmark's): the brand's documents into the index the assistant's settings name, the local one or a
+Qdrant collection; `open_brand_index` opens that index without indexing, and says how to build it when there is none.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from llama_index.core.schema import TextNode
@@ -28,10 +31,14 @@ from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, read_
 from retriever.encoder import ColBERTAttEncoder
 from retriever.errors import ColBERTAttError
 from retriever.index import BaseMultiVectorIndex, DocumentInput
-from retriever.index.factory import open_for_update
-from retriever.index.qdrant_settings import QdrantSettings
+from retriever.index.factory import open_for_update, open_index
+from retriever.index.manifest import MANIFEST_NAME
+from retriever.index.qdrant_settings import POINTER_FILE, QdrantSettings
 from retriever.progress import encoding_progress
 from retriever.settings import EncoderSettings
+
+if TYPE_CHECKING:
+    from assistant.settings import AssistantSettings
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True, soft_wrap=True)
@@ -138,14 +145,91 @@ def load_or_rebuild(
     return index, report
 
 
+def assistant_encoder(settings: AssistantSettings) -> ColBERTAttEncoder:
+    """The encoder the assistant searches with (its query length is the assistant's setting)."""
+    return ColBERTAttEncoder(EncoderSettings(query_max_tokens=settings.retrieval.query_max_tokens))
+
+
+def index_brand_documents(
+    settings: AssistantSettings,
+    encoder: ColBERTAttEncoder | None = None,
+    show_progress: bool = False,
+    rebuild: bool = False,
+) -> tuple[BaseMultiVectorIndex, IngestReport]:
+    """The brand's documents, indexed (only new or changed ones encoded) where the settings say: the local index in
+    the brand's index folder, or the Qdrant collection of `retrieval.qdrant`. Files that cannot be read are logged
+    and skipped; an index that cannot be used is rebuilt. Returns the index (ready for
+    `Assistant.from_settings`) and what changed."""
+    brand = settings.brand()
+    index, report = load_or_rebuild(
+        settings.documents_path(brand),
+        settings.index_dir(brand),
+        encoder=encoder or assistant_encoder(settings),
+        show_progress=show_progress,
+        rebuild=rebuild,
+        qdrant=settings.retrieval.qdrant,
+    )
+    for error in report.errors:
+        logger.warning("Knowledge base: %s", error)
+    return index, report
+
+
+def open_brand_index(settings: AssistantSettings, encoder: ColBERTAttEncoder | None = None) -> BaseMultiVectorIndex:
+    """The brand's index as `index_brand_documents` left it, opened without indexing anything.
+
+    Raises KnowledgeBaseError naming the command that builds it when there is none (an in-memory Qdrant collection
+    never outlives its process: index it in the same process and pass the index on)."""
+    brand = settings.brand()
+    encoder = encoder or assistant_encoder(settings)
+    qdrant = settings.retrieval.qdrant
+    index_dir = settings.index_dir(brand)
+    build = (
+        f"Build it with `python -m knowledge_base.ingest --from-settings` (the same ASSISTANT_* settings), or start "
+        f"the app (`python app.py`), which indexes the documents {settings.documents_path(brand)} first."
+    )
+    if qdrant is not None:
+        from retriever.index.qdrant_index import QdrantMultiVectorIndex, collection_exists
+
+        if qdrant.in_memory:
+            raise KnowledgeBaseError(
+                f"{qdrant.describe()} is in memory: it holds nothing until this process indexes the documents. "
+                "Call knowledge_base.ingest.index_brand_documents(settings) and pass its index, or give the Qdrant "
+                "settings a folder (location) or a server (url)."
+            )
+        if not collection_exists(qdrant):
+            raise KnowledgeBaseError(f"There is no {qdrant.describe()} yet. {build}")
+        return QdrantMultiVectorIndex(encoder, None, qdrant)
+    if not ((index_dir / MANIFEST_NAME).is_file() or (index_dir / POINTER_FILE).is_file()):
+        raise KnowledgeBaseError(
+            f"There is no knowledge-base index in {index_dir} yet. {build} For this folder alone: "
+            f"`python -m knowledge_base.ingest --documents {settings.documents_path(brand)} --index-dir {index_dir}`."
+        )
+    return open_index(index_dir, encoder=encoder)
+
+
 def main(
     documents: Annotated[Path, typer.Option(help="Folder of Markdown documents.")] = DOCUMENTS_DIR,
     index_dir: Annotated[Path, typer.Option(help="Index directory (created or updated).")] = DEFAULT_INDEX_DIR,
     rebuild: Annotated[bool, typer.Option(help="Encode every document again, even if the index looks sound.")] = False,
+    from_settings: Annotated[
+        bool,
+        typer.Option(
+            help="Index the brand's documents where the app reads them, as the ASSISTANT_* settings name them "
+            "(brand profile, index folder, or a Qdrant collection); --documents and --index-dir are then ignored."
+        ),
+    ] = False,
 ) -> None:
     """Build or update the knowledge-base index from the documents folder (rebuilt if it cannot be used)."""
     try:
-        report = ingest(documents, index_dir, show_progress=True, rebuild=rebuild)
+        if from_settings:
+            from assistant.settings import AssistantSettings
+
+            settings = AssistantSettings.load()
+            index_dir = settings.index_dir(settings.brand())
+            index, report = index_brand_documents(settings, show_progress=True, rebuild=rebuild)
+            index.close()
+        else:
+            report = ingest(documents, index_dir, show_progress=True, rebuild=rebuild)
     except ColBERTAttError as exc:
         console.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(code=2) from exc

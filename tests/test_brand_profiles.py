@@ -15,6 +15,7 @@ from assistant import Assistant, AssistantSettings
 from assistant.brand import BRANDS_DIR, BrandProfile
 from assistant.engine import validate_message
 from assistant.errors import SettingsError
+from knowledge_base.ingest import index_brand_documents
 from tests.conftest import shared_datasets_dir
 
 WIX_PROFILE = BRANDS_DIR / "wix-help-centre.yaml"
@@ -130,7 +131,8 @@ def wix_settings(tmp_path_factory) -> AssistantSettings:
 
 @pytest.fixture(scope="module")
 def wix_assistant(wix_settings, encoder, chat_model) -> Assistant:
-    return Assistant.from_settings(wix_settings, encoder=encoder, chat_model=chat_model)
+    index, _ = index_brand_documents(wix_settings, encoder)
+    return Assistant.from_settings(wix_settings, chat_model=chat_model, index=index)
 
 
 def wix_article_ids() -> set[str]:

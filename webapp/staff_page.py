@@ -1,6 +1,7 @@
 """The staff lookup page (behind a login): internal documents too, a switch between ColBERT-Att and plain MaxSim,
-and per passage its original text with the matched words highlighted, why it was found, and the token matches with
-their attention weights relative to the passage's mean (webapp/staff_explain.py)."""
+and per source of the answer its original text with the matched words highlighted, why it was found, and the token
+matches with their attention weights relative to the passage's mean (worked out by the assistant in staff mode,
+`assistant/explanations.py`; rendered by webapp/staff_explain.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from webapp.services import AppServices
 from webapp.staff_explain import explanation_html
 from webapp.turn_events import SyncEvents, answer_work
 
-EXPLAINED_PASSAGES = 5
 STAFF_STYLE = """
 .passage { margin: 0 0 1.2rem; }
 .passage h4 { margin: .2rem 0; }
@@ -36,7 +36,6 @@ STAFF_STYLE = """
 
 def staff_page(services: AppServices) -> gr.Blocks:
     assistant, log = services.assistant, services.log
-    encoder = assistant.index.encoder
 
     def lookup(question: str, scoring: str) -> Iterator[tuple[str, str]]:
         if unreadable_text(question):
@@ -69,13 +68,8 @@ def staff_page(services: AppServices) -> gr.Blocks:
         if answer.abstain_reason == "invalid_message":
             yield answer_markdown(answer), ""
             return
-        query = encoder.encode_query(answer.standalone_question)
-        query_tokens = encoder.token_strings(query.token_ids)
-        mode = ScoringMode(scoring)
-        hits = assistant.index.search(query, top_k=EXPLAINED_PASSAGES, mode=mode, explain=True)
         explanations = "".join(
-            explanation_html(hit, assistant.index, encoder, query_tokens, query.weights, mode, rank)
-            for rank, hit in enumerate(hits, start=1)
+            explanation_html(source, source.explanation) for source in answer.sources if source.explanation
         )
         yield answer_markdown(answer, note), f"<div id='explanations'>{explanations}</div>"
 
