@@ -77,7 +77,13 @@ import numpy as np
 import torch
 from llama_index.core.vector_stores.types import MetadataFilters
 from pydantic import BaseModel, ConfigDict, ValidationError
-from qdrant_client import QdrantClient, models
+
+from retriever.index.qdrant_settings import missing_qdrant_client
+
+try:  # an optional extra (also imported by qdrant_filters.py): say how to install it, not a bare ModuleNotFoundError
+    from qdrant_client import QdrantClient, models
+except ImportError as exc:
+    raise missing_qdrant_client() from exc
 
 from retriever.encoder import ColBERTAttEncoder, EncodedText
 from retriever.errors import ColBERTAttError, IndexCorruptError, IndexMismatchError, InvalidDocumentError

@@ -7,11 +7,24 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from retriever.errors import ColBERTAttError
+
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
 # The file `QdrantMultiVectorIndex.persist(directory)` writes: where the collection is, so that it can be reopened.
 POINTER_FILE = "qdrant_index.json"
+
+
+class QdrantNotInstalledError(ColBERTAttError, ImportError):
+    """The Qdrant backend was asked for, but qdrant-client (an optional extra) is not installed."""
+
+
+def missing_qdrant_client() -> QdrantNotInstalledError:
+    return QdrantNotInstalledError(
+        'The Qdrant backend needs qdrant-client, an optional extra: pip install -e ".[qdrant]" (the dev extra '
+        "includes it). Without it, leave retrieval.qdrant unset to use the local index."
+    )
 
 
 class QdrantSettings(BaseModel):
@@ -60,7 +73,10 @@ class QdrantSettings(BaseModel):
 
     def client(self) -> QdrantClient:
         """A client for this place (qdrant-client is imported only here: the settings alone do not need it)."""
-        from qdrant_client import QdrantClient
+        try:
+            from qdrant_client import QdrantClient
+        except ImportError as exc:
+            raise missing_qdrant_client() from exc
 
         if self.url is not None:
             return QdrantClient(
