@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from retriever.attention import supports_recomputed_attention, token_attention_weights
+from retriever.attention import supports_recomputed_attention, token_attention_weights, zero_special_tokens
 from retriever.checkpoint import LoadedCheckpoint, load_checkpoint, resolve_model_path
 from retriever.errors import ColBERTAttError, InvalidDocumentError, InvalidQueryError
 from retriever.query_graph import QueryGraph, TorchGraphRunner, supports_query_graph
@@ -143,6 +143,8 @@ class ColBERTAttEncoder:
             return
         if self.settings.query_precision != "float32":
             raise ColBERTAttError(f"query_backend {backend!r} runs in float32: set query_precision to 'float32'.")
+        if self.settings.attention_strategy is AttentionStrategy.LEARNED:
+            raise ColBERTAttError(f"query_backend {backend!r} reads fixed strategies only; 'learned' needs 'torch'.")
         if not supports_query_graph(self.backbone):
             raise ColBERTAttError(
                 f"query_backend {backend!r} needs a BERT-like encoder (per-layer query/key projections); "
@@ -176,6 +178,7 @@ class ColBERTAttEncoder:
         if self.settings.attention_scaling is AttentionScaling.BY_LENGTH:
             weights = weights * key_mask.sum(dim=1, keepdim=True).float()
         weights = (weights / self.settings.attention_temperature).masked_fill(~key_mask, 0.0)
+        weights = self._special_zeroed(weights, input_ids)
         return [
             EncodedText(
                 vectors=vectors[row][keep[row]].numpy(),
@@ -188,6 +191,14 @@ class ColBERTAttEncoder:
         ]
 
     # ---- forward ------------------------------------------------------------------------------------------
+
+    def _special_zeroed(self, weights: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """EncoderSettings.special_token_attention = "zero": A = 0 at [CLS], [SEP] and the checkpoint's markers."""
+        if self.settings.special_token_attention == "keep":
+            return weights
+        special = [self.tokenizer.cls_token_id, self.tokenizer.sep_token_id]
+        special += [self._query_marker_id, self._document_marker_id]
+        return zero_special_tokens(weights, input_ids, [i for i in special if i is not None])
 
     def _batch_tensors(
         self, items: list[_Tokenized], is_query: bool
@@ -242,6 +253,7 @@ class ColBERTAttEncoder:
                 self.settings.attention_scaling,
                 self.settings.attention_temperature,
                 attentions=output.attentions if needs_eager_maps else None,
+                mix=self.settings.attention_mix_side(is_query),
             )
             extra: dict[str, torch.Tensor] = {}
             raw: dict[AttentionStrategy, torch.Tensor] = {}
@@ -259,7 +271,7 @@ class ColBERTAttEncoder:
                     values = values * attention_mask.sum(dim=1, keepdim=True).float()
                 extra[variant_key(strategy_variant, scaling_variant)] = values
         vectors = torch.nn.functional.normalize(hidden.float(), p=2, dim=-1)
-        weights = weights.float()
+        weights = self._special_zeroed(weights.float(), input_ids)
         encoded = []
         for row, item in enumerate(items):
             mask = keep[row]

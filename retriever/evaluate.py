@@ -30,7 +30,7 @@ from retriever.encoder import ColBERTAttEncoder
 from retriever.index import DocumentInput, MultiVectorIndex
 from retriever.progress import encoding_progress
 from retriever.results_log import record_run, run_header
-from retriever.settings import AttentionStrategy, EncoderSettings, IndexSettings
+from retriever.settings import AttentionMix, AttentionStrategy, EncoderSettings, IndexSettings
 
 METHODS = ("bm25", "bm25_stemmed", "dense", "maxsim", "colbert_att", "hybrid")
 METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
@@ -120,6 +120,11 @@ def main(
         str | None, typer.Option(help="Checkpoint folder (HF, PyLate, Stanford or our own); default: bundled MiniLM.")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    attention_mix: Annotated[
+        Path | None,
+        typer.Option(help="A learned mix (retriever.training.attention_mix train); sets --attention learned."),
+    ] = None,
+    special_tokens: Annotated[str, typer.Option(help="keep, or zero: A = 0 at [CLS] / [SEP].")] = "keep",
 ) -> None:
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = set(chosen) - set(METHODS)
@@ -132,7 +137,18 @@ def main(
     queries = _query_texts(dataset, data.queries)
     if limit is not None:
         queries = dict(list(queries.items())[:limit])
-    encoder = ColBERTAttEncoder(EncoderSettings(model_path=model, attention_strategy=attention, num_threads=threads))
+    mix = AttentionMix.load(attention_mix) if attention_mix is not None else None
+    if mix is not None:
+        attention = AttentionStrategy.LEARNED
+    encoder = ColBERTAttEncoder(
+        EncoderSettings(
+            model_path=model,
+            attention_strategy=attention,
+            attention_mix=mix,
+            special_token_attention=special_tokens,
+            num_threads=threads,
+        )
+    )
     index = build_or_load_index(data, encoder, index_dir, title) if {"maxsim", "colbert_att"} & set(chosen) else None
     latencies: dict[str, list[float]] = {}
     runs = run_methods(data, queries, chosen, encoder, index, title, latencies=latencies)
@@ -156,6 +172,8 @@ def main(
         "queries": len(queries),
         "documents": len(data.corpus),
         "attention": attention.value,
+        "attention_mix": str(attention_mix) if attention_mix is not None else None,
+        "special_tokens": special_tokens,
         "model": encoder.model_name,
         "scores": {name: {m: round(v * 100, 2) for m, v in values.items()} for name, values in scores.items()},
         "query_p50_ms": p50_ms,

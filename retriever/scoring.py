@@ -64,6 +64,18 @@ def length_exponent(n_words: np.ndarray, length_words: float, fixed: bool) -> np
     return np.minimum(1.0, np.asarray(n_words, dtype=np.float32) / float(length_words))
 
 
+def pooled_cosines(
+    query: torch.Tensor, documents: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor
+) -> torch.Tensor:
+    """(B,) cosine of the query's mean token vector with each document's mean token vector: a dense embedding
+    that costs nothing beyond the stored tokens."""
+    pooled_query = torch.nn.functional.normalize(query.float().mean(dim=0), dim=0)
+    sums = torch.zeros((len(lengths), documents.shape[1]), dtype=torch.float32)
+    owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    sums.index_add_(0, owner, documents[: int(lengths.sum())].float())
+    return torch.nn.functional.normalize(sums, dim=1) @ pooled_query
+
+
 def score_batch(
     query_vectors: np.ndarray,
     query_weights: np.ndarray,
@@ -71,7 +83,11 @@ def score_batch(
     mode: ScoringMode,
     length_words: float = 150.0,
     fixed_delta: bool = False,
+    pooled_weight: float = 0.0,
 ) -> ScoredBatch:
+    """Eq. 2 for every candidate. pooled_weight > 0 adds the free dense signal: pooled_weight x sum_i exp(A_qi) x
+    the cosine of the mean query and mean document token vectors (scaled by the query's weight mass, so that the
+    weight means the same for every query and mode)."""
     n_docs = len(candidates.lengths)
     n_query = len(query_vectors)
     if n_docs == 0:
@@ -117,6 +133,10 @@ def score_batch(
 
     raw = (query_factor[:, None] * best_similarity * doc_factor).sum(dim=0)
     upper = query_factor.sum() * doc_bound
+    if pooled_weight:
+        pooled = pooled_cosines(q, d, lengths, starts).double()
+        raw = raw + pooled_weight * query_factor.sum() * pooled
+        upper = upper + pooled_weight * query_factor.sum()
     normalised = (raw / upper).clamp(0.0, 1.0)
     return ScoredBatch(
         raw=raw.numpy(),  # float64: large weights must not overflow

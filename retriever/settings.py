@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class AttentionStrategy(StrEnum):
@@ -15,6 +16,8 @@ class AttentionStrategy(StrEnum):
     received_*: the attention each token receives from all tokens (column mean of the map).
     *_last: last layer only; *_all: averaged over all layers. Always averaged over heads.
     none: A = 0 for every token, which turns ColBERT-Att into plain MaxSim.
+    learned: a learned linear mix of the per-layer, per-head [CLS]-row and received attention, one mix for
+    queries and one for documents (`AttentionMix`, `python -m retriever.training.attention_mix`).
     """
 
     CLS_LAST = "cls_last"
@@ -22,6 +25,7 @@ class AttentionStrategy(StrEnum):
     CLS_ALL = "cls_all"
     RECEIVED_ALL = "received_all"
     NONE = "none"
+    LEARNED = "learned"
 
 
 class AttentionScaling(StrEnum):
@@ -34,6 +38,68 @@ class AttentionScaling(StrEnum):
     BY_LENGTH = "by_length"
 
 
+class AttentionMix(BaseModel):
+    """A learned reading of A: A = (features . weights) / temperature, with features the per-layer, per-head
+    attention of `retriever.attention.attention_features` ([CLS] row for every layer and head, then received
+    attention), one weight vector for query tokens and one for document tokens.
+
+    Saved beside a trained model as attention_mix.json and inside every index manifest that uses it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    query: tuple[float, ...]
+    document: tuple[float, ...]
+    temperature: float = Field(default=1.0, gt=0)
+    note: str = Field(default="", description="Where the mix came from (training data, command).")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> AttentionMix:
+        expected = 2 * self.layers * self.heads
+        for side in ("query", "document"):
+            if len(getattr(self, side)) != expected:
+                raise ValueError(
+                    f"attention mix: {side} has {len(getattr(self, side))} weights, expected 2 x layers x heads = "
+                    f"{expected}."
+                )
+        return self
+
+    def side(self, is_query: bool) -> tuple[float, ...]:
+        """The weights of one side, the temperature folded in."""
+        weights = self.query if is_query else self.document
+        return tuple(w / self.temperature for w in weights)
+
+    @classmethod
+    def from_strategy(cls, strategy: AttentionStrategy, layers: int, heads: int) -> AttentionMix:
+        """The mix that reads A exactly as a fixed strategy does (same on both sides)."""
+        per_kind = layers * heads
+        weights = [0.0] * (2 * per_kind)
+        kind = 0 if strategy in (AttentionStrategy.CLS_ALL, AttentionStrategy.CLS_LAST) else 1
+        if strategy in (AttentionStrategy.CLS_ALL, AttentionStrategy.RECEIVED_ALL):
+            chosen = range(per_kind)
+        elif strategy in (AttentionStrategy.CLS_LAST, AttentionStrategy.RECEIVED_LAST):
+            chosen = range((layers - 1) * heads, per_kind)
+        elif strategy is AttentionStrategy.NONE:
+            chosen = range(0)
+        else:
+            raise ValueError(f"{strategy.value} is not a fixed strategy.")
+        for feature in chosen:
+            weights[kind * per_kind + feature] = 1.0 / len(chosen)
+        return cls(layers=layers, heads=heads, query=tuple(weights), document=tuple(weights), note=strategy.value)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AttentionMix:
+        try:
+            return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ValueError(f"Attention mix file {path} does not exist.") from exc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
+
+
 class EncoderSettings(BaseModel):
     """How text becomes token vectors and attention weights."""
 
@@ -44,6 +110,15 @@ class EncoderSettings(BaseModel):
     attention_strategy: AttentionStrategy = AttentionStrategy.CLS_ALL
     attention_scaling: AttentionScaling = AttentionScaling.RAW
     attention_temperature: float = Field(default=1.0, gt=0, description="A is divided by this.")
+    special_token_attention: Literal["keep", "zero"] = Field(
+        default="keep",
+        description="zero: A = 0 at [CLS] and [SEP] (and a checkpoint's markers). The [CLS] row gives most of its "
+        "mass to [CLS] itself (about 70% on the knowledge base), so the zero-shot reading mostly up-weights the "
+        "[CLS]-[CLS] match (benchmarks/RESULTS.md, attention mass).",
+    )
+    attention_mix: AttentionMix | None = Field(
+        default=None, description="The learned reading of A; required by, and only used with, strategy learned."
+    )
     query_max_tokens: int = Field(default=32, ge=4, le=512, description="Word pieces, special tokens included.")
     document_max_tokens: int = Field(default=300, ge=8, le=512)
     skip_document_punctuation: bool = True
@@ -68,6 +143,18 @@ class EncoderSettings(BaseModel):
     query_threads: int | None = Field(
         default=None, ge=1, description="Threads of the non-torch query backends; None: num_threads, else torch's."
     )
+
+    @model_validator(mode="after")
+    def _mix_with_learned(self) -> EncoderSettings:
+        if self.attention_strategy is AttentionStrategy.LEARNED and self.attention_mix is None:
+            raise ValueError("attention_strategy 'learned' needs attention_mix (an AttentionMix, e.g. from JSON).")
+        return self
+
+    def attention_mix_side(self, is_query: bool) -> tuple[float, ...] | None:
+        """The learned mix's weights for one side, or None when A is read by a fixed strategy."""
+        if self.attention_strategy is not AttentionStrategy.LEARNED or self.attention_mix is None:
+            return None
+        return self.attention_mix.side(is_query)
 
 
 class CandidateSettings(BaseModel):

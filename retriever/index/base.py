@@ -55,6 +55,8 @@ VECTOR_AFFECTING_FIELDS = (
     "attention_temperature",
     "document_max_tokens",
     "skip_document_punctuation",
+    "attention_mix",
+    "special_token_attention",
 )
 
 
