@@ -46,6 +46,7 @@ class Variant:
     backend: str
     threads: int
     inference_mode: bool = False
+    compiled: bool = False  # torch.compile of the graph, measured here only (not an encoder setting)
     encoder: ColBERTAttEncoder | None = None
     latencies: dict[int, list[float]] = field(default_factory=dict)  # per query length
     encodings: dict[int, list[EncodedText]] = field(default_factory=dict)
@@ -58,6 +59,7 @@ VARIANTS = [
     Variant("torch_graph t1", "torch_graph", 1),
     Variant("torch_traced t1", "torch_traced", 1),
     Variant("torch_traced t2", "torch_traced", 2),
+    Variant("torch_compiled t1", "torch_graph", 1, compiled=True),
     Variant("onnxruntime t1", "onnxruntime", 1),
     Variant("onnxruntime t2", "onnxruntime", 2),
     Variant("onnxruntime_int8 t1", "onnxruntime_int8", 1),
@@ -66,6 +68,20 @@ VARIANTS = [
 
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
+
+
+def compile_runner(encoder: ColBERTAttEncoder) -> None:
+    """Swap the encoder's torch_graph runner for torch.compile of the same graph (dynamic shapes)."""
+    from retriever.query_graph import QueryGraph
+
+    graph = QueryGraph(encoder.backbone, encoder.projection, encoder.settings.attention_strategy).eval()
+    compiled = torch.compile(graph, dynamic=True)
+
+    def run(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return compiled(input_ids, attention_mask)
+
+    encoder._query_runner = run
 
 
 def encode(variant: Variant, text: str) -> EncodedText:
@@ -116,6 +132,7 @@ def main(
     reference_encoder = ColBERTAttEncoder(EncoderSettings())
     checkpoint = reference_encoder.checkpoint
 
+    compile_s: dict[int, float] = {}
     timing_started = time.perf_counter()
     for length in lengths:
         for variant in variants:
@@ -124,6 +141,11 @@ def main(
             )
             variant.encoder = ColBERTAttEncoder(settings, checkpoint=checkpoint)
             torch.set_num_threads(variant.threads)
+            if variant.compiled:
+                compile_started = time.perf_counter()
+                compile_runner(variant.encoder)
+                encode(variant, texts[0])
+                compile_s[length] = round(time.perf_counter() - compile_started, 1)
             for text in texts[:3]:  # warm-up: builds the runner (ONNX export on first use), first-call costs
                 encode(variant, text)
             variant.latencies[length], variant.encodings[length] = [], []
@@ -217,6 +239,7 @@ def main(
         "query_pieces": {"p50": float(np.median(pieces)), "max": int(max(pieces))},
         "load_average": loads,
         "timing_s": round(timing_s, 1),
+        "torch_compile_s": compile_s,
         "torch": torch.__version__,
         "tolerance": {
             "max_vector_difference": MAX_VECTOR_DIFFERENCE,
@@ -238,6 +261,8 @@ def main(
         f"{result['query_pieces']['p50']:g}, max {result['query_pieces']['max']} (so 64 truncates nothing)",
         f"- load average (1/5/15 min): {loads}; a loaded shared machine, so absolute numbers are high; the "
         "ratios between variants are what the interleaving makes comparable",
+        f"- torch_compiled: torch.compile(QueryGraph, dynamic=True), measured here only; first call (compilation) "
+        f"took {compile_s} s per query length",
         f"- reference: {REFERENCE} (query_backend torch as shipped, 2 torch threads); tnN: N threads (torch "
         "intra-op for torch backends, ONNX Runtime intra-op, spinning off, for onnxruntime)",
         f"- tolerance: max |vector diff| <= {MAX_VECTOR_DIFFERENCE:g}, min token cosine >= {MIN_COSINE}, "
