@@ -118,13 +118,19 @@ def _held_back(query_id: str) -> bool:
     return hashlib.sha256(f"validation:{query_id}".encode()).digest()[0] % 5 == 0
 
 
-def training_sets(cache_dir: Path, zero_special: bool, depth: int) -> tuple[list[PairSet], list[PairSet]]:
-    """SciFact train queries and the shared pairs, each split into training and validation queries."""
+def training_sets(
+    cache_dir: Path, zero_special: bool, depth: int, with_kb_calibration: bool = False
+) -> tuple[list[PairSet], list[PairSet]]:
+    """SciFact train queries and the shared pairs (and the knowledge base's calibration half, if asked), each split
+    into training and validation queries. Never a test split, never the held-out half."""
     train, validation = [], []
-    for name in TRAINING_COLLECTIONS:
+    for name in (*TRAINING_COLLECTIONS, *(("kb",) if with_kb_calibration else ())):
         cached = load_cache(cache_path(cache_dir, name))
-        split_of = _scifact_split_of() if name == "scifact" else None
-        ids = [q for q in cached.query_ids if split_of is None or split_of.get(q) == "train"]
+        if name == "kb":
+            ids = [q for q in cached.query_ids if labelled_half(q) == "calibration"]
+        else:
+            split_of = _scifact_split_of() if name == "scifact" else None
+            ids = [q for q in cached.query_ids if split_of is None or split_of.get(q) == "train"]
         fit = [q for q in ids if not _held_back(q)]
         check = [q for q in ids if _held_back(q)]
         train.append(pair_set(cached, fit, candidates_only=False, depth=depth, zero_special=zero_special))
@@ -166,8 +172,11 @@ def train(
     steps: Annotated[int, typer.Option()] = 200,
     learning_rate: Annotated[float, typer.Option()] = 0.05,
     depth: Annotated[int, typer.Option(help="Candidates per training query (plus its positives).")] = 50,
+    with_kb_calibration: Annotated[
+        bool, typer.Option(help="Also learn from the knowledge base's calibration half (never its held-out half).")
+    ] = False,
 ) -> None:
-    train_sets, validation = training_sets(cache_dir, zero_special, depth)
+    train_sets, validation = training_sets(cache_dir, zero_special, depth, with_kb_calibration)
     log: list[dict] = []
     settings = MixTrainingSettings(steps=steps, learning_rate=learning_rate, evaluate_every=10)
     start = MixWeights.fixed(AttentionStrategy.CLS_ALL, *_layers_heads(cache_dir))
