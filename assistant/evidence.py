@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
+from grounding.lexical import is_prohibition_heading
 from retriever.encoder import ColBERTAttEncoder, EncodedText
 from retriever.index import BaseMultiVectorIndex
 
@@ -26,6 +27,7 @@ STOPWORDS = frozenset(STOPWORDS_EN) | {"please", "thanks", "thank", "hi", "hello
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(€£$])")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _MARKDOWN_EMPHASIS = re.compile(r"\*\*|__|`")
+_SUBHEADING = re.compile(r"^#{1,6}\s+")
 # Lines taken after a chosen lead-in that ends in a colon.
 LEAD_IN_FOLLOWERS = 4
 
@@ -73,12 +75,17 @@ def _table_cells(line: str) -> list[str]:
 
 
 def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
-    """(heading, units) of a knowledge-base chunk, whose first line is its "Title > Section" heading."""
+    """(heading, units) of a knowledge-base chunk, whose first line is its "Title > Section" heading.
+
+    A list item under a heading or lead-in that forbids ("Don't", "Never …:") carries it, "Don't: Store cashmere in
+    sealed plastic", so that the line quoted alone still says what not to do."""
     heading_end = text.find("\n")
     heading = text[:heading_end].strip() if heading_end >= 0 else ""
     body_start = heading_end + 1 if heading_end >= 0 else 0
     units: list[PassageUnit] = []
     header: list[str] | None = None
+    section = heading.rsplit(">", 1)[-1].strip()
+    prohibition = section if is_prohibition_heading(section) else None
     offset = body_start
     for line in text[body_start:].splitlines(keepends=True):
         start, stripped = offset, line.strip()
@@ -87,6 +94,10 @@ def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
             header = None
             continue
         end = start + len(line.rstrip("\n"))
+        if _SUBHEADING.match(stripped):
+            section = _plain(_SUBHEADING.sub("", stripped))
+            prohibition = section if is_prohibition_heading(section) else None
+            continue
         if stripped.startswith("|"):
             cells = _table_cells(stripped)
             if all(set(cell) <= set("-: ") for cell in cells):
@@ -99,8 +110,14 @@ def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
             continue
         header = None
         if _LIST_ITEM.match(stripped):
-            units.append(PassageUnit(start, end, _plain(_LIST_ITEM.sub("", stripped)), "list_item"))
+            item = _plain(_LIST_ITEM.sub("", stripped))
+            units.append(PassageUnit(start, end, f"{prohibition}: {item}" if prohibition else item, "list_item"))
             continue
+        plain_line = _plain(stripped)
+        if plain_line.endswith(":") and is_prohibition_heading(plain_line):
+            prohibition = plain_line.rstrip(":")
+        elif not plain_line.endswith(":"):
+            prohibition = section if is_prohibition_heading(section) else None
         position = 0
         for sentence in _SENTENCE_END.split(line.rstrip("\n")):
             at = line.find(sentence, position)

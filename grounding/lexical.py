@@ -169,6 +169,11 @@ def name_in(name: Name, folded_passage: str) -> bool:
 # ---- negation -----------------------------------------------------------------------------------------------
 
 
+def is_prohibition_heading(text: str) -> bool:
+    """A heading or lead-in under which every line is something not to do ("Don't", "Never …", "Avoid")."""
+    return bool(_NEGATIVE_HEADER.match(text.replace("’", "'")))
+
+
 def is_negative(text: str) -> bool:
     return any(w in NEGATION_WORDS or w.endswith("n't") for w in words(text))
 
@@ -213,7 +218,7 @@ def table_sentences(passage: str) -> list[str]:
 
 def passage_sentences(passage: str) -> list[tuple[str, bool]]:
     """Sentences of a passage (lines, list items and glued sentences split), each with whether a "Don't:" /
-    "Avoid:" header above negates it."""
+    "Avoid:" lead-in or a "Don't" heading above negates it."""
     result: list[tuple[str, bool]] = []
     negative_list = False
     for line in passage.splitlines():
@@ -223,7 +228,12 @@ def passage_sentences(passage: str) -> list[tuple[str, bool]]:
         is_item = bool(_LIST_ITEM.match(line))
         if not is_item:
             header = stripped.strip("*_# ")
-            negative_list = header.endswith(":") and bool(_NEGATIVE_HEADER.match(header))
+            # A lead-in ("Don't:"), a Markdown heading ("### Don't") or a chunk's "Title > Section > Don't" line.
+            is_heading = stripped.startswith("#") or " > " in header
+            section = header.rsplit(" > ", 1)[-1].strip()
+            negative_list = (header.endswith(":") and bool(_NEGATIVE_HEADER.match(header))) or (
+                is_heading and bool(_NEGATIVE_HEADER.match(section))
+            )
         inherited = is_item and negative_list
         result += [(sentence, inherited) for sentence in _SENTENCE_END.split(stripped) if sentence.strip()]
     return result

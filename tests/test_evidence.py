@@ -92,3 +92,23 @@ def test_a_chosen_lead_in_brings_the_lines_it_introduces(encoder):
         "Dry with a soft cloth.",
         "Do not press the pushers while wet.",
     ]
+
+
+def test_a_line_under_a_prohibition_keeps_it():
+    passage = (
+        "Caring for Your Cashmere Knitwear > Moths and long-term storage > Don't\n\n"
+        "- Store cashmere in sealed plastic for months: trapped moisture encourages mildew.\n"
+        "- Pack it tightly.\n\n"
+        "### If you find moth damage\n"
+        "1. Isolate the garment immediately.\n\n"
+        "Never do any of the following:\n"
+        "- Iron over the moth holes."
+    )
+    _, units = split_passage(passage)
+    assert [unit.text for unit in units] == [
+        "Don't: Store cashmere in sealed plastic for months: trapped moisture encourages mildew.",
+        "Don't: Pack it tightly.",
+        "Isolate the garment immediately.",
+        "Never do any of the following:",
+        "Never do any of the following: Iron over the moth holes.",
+    ]

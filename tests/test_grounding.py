@@ -342,3 +342,13 @@ def test_bad_input_gives_a_clear_error(judge, power_reserve):
         judge.score_pair(None, power_reserve)
     with pytest.raises(FileNotFoundError, match="--fit"):
         GroundingJudge.load(Path("/nonexistent/calibration.json"))
+
+
+def test_a_list_under_a_dont_heading_contradicts_its_positive_restatement(judge):
+    passage = (
+        "Caring for Your Cashmere Knitwear > Moths and long-term storage > Don't\n\n"
+        "- Store cashmere in sealed plastic for months: trapped moisture encourages mildew and yellowing.\n"
+        "- Store it in a warm loft or damp cellar."
+    )
+    report = judge.judge("Store cashmere sweaters in sealed plastic for months [1].", {1: passage})
+    assert not report.claims[0].supported
