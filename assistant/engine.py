@@ -35,7 +35,7 @@ from assistant.grounding_note import grounding_note
 from assistant.llm_backends import ChatModel
 from assistant.memory import SessionMemory
 from assistant.prompts import PromptSource, answer_messages
-from assistant.settings import AssistantSettings, Mode
+from assistant.settings import AnswerStyle, AssistantSettings, Mode
 from grounding import GroundingJudge
 from retriever.encoder import ColBERTAttEncoder, EncodedText
 from retriever.index import BaseMultiVectorIndex, SearchHit
@@ -303,6 +303,21 @@ class Assistant:
             return finish_without_model("weak_retrieval")
         if evidence.best_score < self.min_evidence_to_answer:
             return finish_without_model("weak_evidence")
+        if self.settings.retrieval.answer_style == AnswerStyle.QUOTED:
+            # No model: the best lines are the answer when the evidence is strong enough to stand on its own.
+            if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:
+                return finish_without_model("weak_evidence")
+            text = extractive_answer(evidence, self.brand.strings.extractive_lead)
+            by_number = {s.number: s for s in sources}
+            cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
+            total = (time.perf_counter() - started) * 1000
+            answer = record(AssistantAnswer(
+                text=text, abstained=False, answer_path="extractive", citations=[by_number[n] for n in cited],
+                sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone,
+                mode=mode, top_score=top_score, evidence_score=evidence.best_score,
+                timings_ms={**timings, "first_token": total, "total": total},
+            ))  # fmt: skip
+            return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
 
         prompt_sources = [
             PromptSource(number, units[0].heading, tuple(unit.text for unit in units))

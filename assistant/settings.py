@@ -38,6 +38,11 @@ class Mode(StrEnum):
     STAFF = "staff"  # public and internal documents
 
 
+class AnswerStyle(StrEnum):
+    GENERATED = "generated"  # the LLM writes the answer from the evidence; each sentence checked before it is shown
+    QUOTED = "quoted"  # the best evidence lines themselves, cited; no LLM call (fast, grounded by construction)
+
+
 class LLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +116,17 @@ class RetrievalSettings(BaseModel):
         le=1.0,
         description="A declined or unsupported draft is replaced by quoted evidence at or above this score; "
         "None = calibrated.",
+    )
+    answer_style: AnswerStyle = Field(
+        default=AnswerStyle.GENERATED,
+        description="generated: the LLM answers from the evidence; quoted: the two best evidence lines are the answer.",
+    )
+    min_evidence_to_quote: float = Field(
+        default=0.50,
+        ge=0.0,
+        le=1.0,
+        description="Quoted style: below this evidence score the assistant abstains. Chosen on the calibration half "
+        "(benchmarks/quoted_answers.py): the most right quotes minus twice the quotes given to unanswerable questions.",
     )
 
 

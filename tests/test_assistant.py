@@ -155,3 +155,23 @@ def test_bad_messages_get_a_polite_reply_without_calling_the_model(recording_ass
     assert answer.abstained and answer.abstain_reason == "invalid_message"
     assert expected in answer.text
     assert recording_assistant.chat_model.prompts == []
+
+
+def test_the_quoted_style_answers_with_cited_lines_without_the_model(assistant_settings, kb_assistant, chat_model):
+    quoted = assistant_settings.model_copy(
+        update={"retrieval": assistant_settings.retrieval.model_copy(update={"answer_style": "quoted"})}
+    )
+    model = RecordingChatModel(chat_model)
+    answer = Assistant(kb_assistant.index, model, quoted).answer("How much does express delivery cost?")
+    assert answer.answer_path == "extractive" and not answer.abstained
+    assert "25" in answer.text
+    assert answer.citations and {c.node_id for c in answer.citations} <= {s.node_id for s in answer.sources}
+    assert answer.text.count("\n- ") <= 2  # the two best lines, each cited
+    assert model.prompts == []
+
+    strict = quoted.model_copy(
+        update={"retrieval": quoted.retrieval.model_copy(update={"min_evidence_to_quote": 0.99})}
+    )
+    declined = Assistant(kb_assistant.index, model, strict).answer("How much does express delivery cost?")
+    assert declined.abstained and declined.abstain_reason == "weak_evidence"
+    assert model.prompts == []
