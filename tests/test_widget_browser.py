@@ -81,8 +81,8 @@ def test_a_client_uses_the_widget_on_a_shop_page(browser, app_server, size, view
     launcher.click()
     assert launcher.get_attribute("aria-expanded") == "true"
     panel = page.frame_locator("#care-widget iframe")
+    panel.locator("#q").wait_for()  # the panel's page has loaded: its frame is there to find
     frame = next(f for f in page.frames if "/chat/" in f.url and "embedded=1" in f.url)
-    panel.locator("#q").wait_for()
     if size == "phone":
         box = page.locator("#care-widget iframe").bounding_box()
         assert box["width"] == pytest.approx(viewport["width"], abs=1)  # the panel fills the phone's screen
