@@ -285,11 +285,26 @@ class Assistant:
             self.memory.add_turn(session_id, question, answer.text, abstained=answer.abstained)
             return answer
 
+        turn = dict(
+            sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone, mode=mode,
+            top_score=top_score, evidence_score=evidence.best_score if evidence else None,
+        )  # fmt: skip
+
         def abstention(reason: AbstainReason, **extra: Any) -> AssistantAnswer:
             return AssistantAnswer(
                 text=self.handoff_text(), abstained=True, abstain_reason=reason, answer_path="abstained",
-                sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone,
-                mode=mode, top_score=top_score, evidence_score=evidence.best_score if evidence else None, **extra,
+                **turn, **extra,
+            )  # fmt: skip
+
+        def quotation(**extra: Any) -> AssistantAnswer:
+            """The best evidence lines as the answer, cited (grounded by construction)."""
+            assert evidence is not None
+            text = extractive_answer(evidence, self.brand.strings.extractive_lead)
+            by_number = {s.number: s for s in sources}
+            cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
+            return AssistantAnswer(
+                text=text, abstained=False, answer_path="extractive", citations=[by_number[n] for n in cited],
+                **turn, **extra,
             )  # fmt: skip
 
         def finish_without_model(reason: AbstainReason) -> AnswerStream:
@@ -307,16 +322,8 @@ class Assistant:
             # No model: the best lines are the answer when the evidence is strong enough to stand on its own.
             if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:
                 return finish_without_model("weak_evidence")
-            text = extractive_answer(evidence, self.brand.strings.extractive_lead)
-            by_number = {s.number: s for s in sources}
-            cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
             total = (time.perf_counter() - started) * 1000
-            answer = record(AssistantAnswer(
-                text=text, abstained=False, answer_path="extractive", citations=[by_number[n] for n in cited],
-                sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone,
-                mode=mode, top_score=top_score, evidence_score=evidence.best_score,
-                timings_ms={**timings, "first_token": total, "total": total},
-            ))  # fmt: skip
+            answer = record(quotation(timings_ms={**timings, "first_token": total, "total": total}))
             return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
 
         prompt_sources = [
@@ -344,18 +351,18 @@ class Assistant:
             check = checker.result
             by_number = {s.number: s for s in sources}
             dropped = [f"{s.reason}: {s.text}" for s in check.sentences if not s.shown and s.text]
-            common = dict(
-                sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone,
-                mode=mode, top_score=top_score, evidence_score=evidence.best_score,
-                removed_citations=check.removed_citations, attributed_citations=check.attributed_citations,
-                number_mismatches=check.number_mismatches, dropped_sentences=dropped,
-            )  # fmt: skip
+            checked = dict(
+                removed_citations=check.removed_citations,
+                attributed_citations=check.attributed_citations,
+                number_mismatches=check.number_mismatches,
+                dropped_sentences=dropped,
+            )
             first = (first_shown[0] if first_shown else ended) - started
             times = {**timings, "first_token": first * 1000, "total": (ended - started) * 1000}
             if shown.strip() and check.cited:
                 answer = AssistantAnswer(
                     text=shown.strip(), abstained=False, answer_path="generated",
-                    citations=[by_number[n] for n in check.cited], timings_ms=times, **common,
+                    citations=[by_number[n] for n in check.cited], timings_ms=times, **turn, **checked,
                 )  # fmt: skip
                 # The sentences passed one by one; the note reads the answer as a whole (quoted evidence needs none).
                 answer.grounding_note = grounding_note(self.judge, answer)
@@ -364,17 +371,9 @@ class Assistant:
             # A model that declined outright is overruled only by strong evidence.
             drifted = bool(check.sentences) and not check.declined
             if drifted or evidence.best_score >= self.min_evidence_for_extract:
-                text = extractive_answer(evidence, self.brand.strings.extractive_lead)
-                cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
-                return record(AssistantAnswer(
-                    text=text, abstained=False, answer_path="extractive",
-                    citations=[by_number[n] for n in cited], timings_ms=times, **common,
-                ))  # fmt: skip
+                return record(quotation(timings_ms=times, **checked))
             reason: AbstainReason = "model_declined" if check.declined else "unsupported_answer"
-            return record(AssistantAnswer(
-                text=self.handoff_text(), abstained=True, abstain_reason=reason, answer_path="abstained",
-                timings_ms=times, **common,
-            ))  # fmt: skip
+            return record(abstention(reason, timings_ms=times, **checked))
 
         stream = AnswerStream(sources, standalone, deltas(), finish)
         stream.model_draft = draft

@@ -37,7 +37,7 @@ METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
 console = Console(stderr=True, soft_wrap=True)
 
 
-def _query_texts(dataset: Path, queries: dict[str, str]) -> dict[str, str]:
+def query_texts(dataset: Path, queries: dict[str, str]) -> dict[str, str]:
     """Prefix follow-up questions with the turn they depend on."""
     previous: dict[str, str] = {}
     with (dataset / "queries.jsonl").open(encoding="utf-8") as handle:
@@ -134,7 +134,7 @@ def main(
         chosen = list(dict.fromkeys([*chosen[: chosen.index("hybrid")], "bm25_stemmed", "colbert_att", "hybrid"]))
     logging.getLogger("retriever.encoder").setLevel(logging.ERROR)  # long queries are truncated by design
     data = BeirDataset.load(dataset, split)
-    queries = _query_texts(dataset, data.queries)
+    queries = query_texts(dataset, data.queries)
     if limit is not None:
         queries = dict(list(queries.items())[:limit])
     mix = AttentionMix.load(attention_mix) if attention_mix is not None else None

@@ -27,6 +27,7 @@ import torch
 from retriever.attention import attention_features, supports_recomputed_attention
 from retriever.beir import BeirDataset
 from retriever.encoder import ColBERTAttEncoder
+from retriever.evaluate import query_texts
 
 CACHE_VERSION = 1
 
@@ -87,21 +88,9 @@ def beir_collection(folder: Path, split: str, use_title: bool, name: str | None 
         name=name or f"{folder.resolve().name}-{split}",
         doc_ids=[d.id for d in documents],
         doc_texts=[d.full_text if use_title else d.text for d in documents],
-        queries=_with_previous_turns(folder, data.queries),
+        queries=query_texts(folder, data.queries),
         qrels=data.qrels,
     )
-
-
-def _with_previous_turns(folder: Path, queries: dict[str, str]) -> dict[str, str]:
-    """Follow-ups searched as "previous turn + follow-up", as `retriever.evaluate` searches them."""
-    previous: dict[str, str] = {}
-    with (folder / "queries.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line) if line.strip() else {}
-            turn = (record.get("metadata") or {}).get("previous_turn")
-            if turn:
-                previous[str(record["_id"])] = turn
-    return {qid: f"{previous[qid]} {text}" if qid in previous else text for qid, text in queries.items()}
 
 
 def pooled_subcorpus(collection: Collection, keep_queries: Sequence[str], pool_depth: int, name: str) -> Collection:

@@ -68,22 +68,8 @@ class TrainableColBERT(torch.nn.Module):
         max_tokens = self.settings.query_max_tokens if is_query else self.settings.document_max_tokens
         marker = encoder._query_marker_id if is_query else encoder._document_marker_id
         items = encoder._tokenize(texts, max_tokens, marker, is_query)
-        expand = is_query and encoder.query_expansion
-        length = self.settings.query_max_tokens if expand else max(len(item.input_ids) for item in items)
-        pad_id = encoder.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
-        keep = torch.zeros((len(items), length), dtype=torch.bool)
-        for row, item in enumerate(items):
-            n = len(item.input_ids)
-            input_ids[row, :n] = torch.tensor(item.input_ids)
-            attention_mask[row, :n] = 1
-            keep[row, :n] = torch.tensor(item.keep)
-            if expand and n < length:
-                input_ids[row, n:] = encoder.tokenizer.mask_token_id
-                keep[row, n:] = True
-                if self.checkpoint.info.attend_to_expansion_tokens:
-                    attention_mask[row, n:] = 1
+        # The same padding and [MASK] expansion as inference, so training sees what search will see.
+        input_ids, attention_mask, keep = encoder._batch_tensors(items, is_query)
         device = self.device
         input_ids, attention_mask, keep = input_ids.to(device), attention_mask.to(device), keep.to(device)
         output = self.backbone(
