@@ -17,15 +17,15 @@ import sys
 
 from rich.console import Console
 
-from assistant import Assistant, AssistantSettings
-from assistant.errors import AssistantError
-from assistant.llm_backends import ChatModel
-from knowledge_base.ingest import index_brand_documents
-from retriever.encoder import ColBERTAttEncoder
-from retriever.errors import ColBERTAttError
-from webapp import create_app
-from webapp.server import serve
-from webapp.settings import AppSettings
+from colbert_att_assistant.assistant import Assistant, AssistantSettings
+from colbert_att_assistant.assistant.errors import AssistantError
+from colbert_att_assistant.assistant.llm_backends import ChatModel
+from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.errors import ColBERTAttError
+from colbert_att_assistant.webapp import create_app
+from colbert_att_assistant.webapp.server import serve
+from colbert_att_assistant.webapp.settings import AppSettings
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -32,10 +32,6 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from assistant.answer_scoring import OUTCOMES, score_answer
-from assistant.engine import Assistant, AssistantAnswer
-from assistant.labelled_questions import LabelledQuestion, load_questions
-from assistant.settings import AssistantSettings, Mode
 from benchmarks.assistant_eval import (
     TYPES,
     WARM_UP_QUESTION,
@@ -47,9 +43,13 @@ from benchmarks.assistant_eval import (
     percentiles,
     rate,
 )
-from knowledge_base.ingest import index_brand_documents
-from retriever.progress import run_progress
-from retriever.results_log import record_run, run_header
+from colbert_att_assistant.assistant.answer_scoring import OUTCOMES, score_answer
+from colbert_att_assistant.assistant.engine import Assistant, AssistantAnswer
+from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion, load_questions
+from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
+from colbert_att_assistant.retriever.progress import run_progress
+from colbert_att_assistant.retriever.results_log import record_run, run_header
 
 SPLITS = ("calibration", "held_out", "all")
 ANSWER_CHARS = 160  # of each answer in the per-question table

@@ -21,12 +21,17 @@ import numpy as np
 import typer
 from ranx import Qrels, Run, evaluate
 
-from retriever.beir import BeirDataset
-from retriever.encoder import ColBERTAttEncoder, variant_key
-from retriever.index import MultiVectorIndex
-from retriever.results_log import record_run, run_header
-from retriever.scoring import ScoringMode
-from retriever.settings import AttentionScaling, AttentionStrategy, CandidateSettings, EncoderSettings
+from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, variant_key
+from colbert_att_assistant.retriever.index import MultiVectorIndex
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.scoring import ScoringMode
+from colbert_att_assistant.retriever.settings import (
+    AttentionScaling,
+    AttentionStrategy,
+    CandidateSettings,
+    EncoderSettings,
+)
 
 STRATEGIES = [s for s in AttentionStrategy if s is not AttentionStrategy.NONE]
 VARIANTS = [(s, c) for s in STRATEGIES for c in AttentionScaling]
@@ -70,7 +75,7 @@ def main(
 ) -> None:
     if choose_split == "test":
         raise typer.BadParameter("The default is chosen on a train split, never on test.")
-    logging.getLogger("retriever.encoder").setLevel(logging.ERROR)
+    logging.getLogger("colbert_att_assistant.retriever.encoder").setLevel(logging.ERROR)
     encoder = ColBERTAttEncoder(EncoderSettings(num_threads=2))
     index = MultiVectorIndex.load(index_dir, encoder=encoder, candidate_settings=CandidateSettings())
     splits = {split: BeirDataset.load(dataset, split) for split in (choose_split, report_split)}

@@ -2,7 +2,7 @@
 each chunk begins with, the body; for the questions of the calibration half only: [CLS], [SEP], punctuation, words.
 Also which kind of document token wins the query tokens' MaxSim among each calibration question's top 100.
 
-    python -m retriever.training.attention_mix cache --collections kb   # once
+    python -m colbert_att_assistant.retriever.training.attention_mix cache --collections kb   # once
     python benchmarks/attention_mass.py
 """
 
@@ -16,12 +16,12 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from retriever.beir import BeirDataset
-from retriever.encoder import ColBERTAttEncoder
-from retriever.results_log import record_run, run_header
-from retriever.settings import AttentionMix, AttentionStrategy, EncoderSettings
-from retriever.training.attention_cache import labelled_half, load_cache
-from retriever.training.attention_mix import KB_EVAL, cache_path
+from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import AttentionMix, AttentionStrategy, EncoderSettings
+from colbert_att_assistant.retriever.training.attention_cache import labelled_half, load_cache
+from colbert_att_assistant.retriever.training.attention_mix import KB_EVAL, cache_path
 
 
 def main(

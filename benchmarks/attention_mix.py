@@ -2,8 +2,9 @@
 cls_all with A = 0 at [CLS] / [SEP], learned mixes, and ColBERT-Att fused with the free dense signal (the cosine of
 the mean token vectors), every one re-ranking the same top 100 by MaxSim per query.
 
-    python -m retriever.training.attention_mix cache          # once: encodes with the encoder frozen
-    python -m retriever.training.attention_mix train --out runs/attention-mix/keep.json
+    python -m colbert_att_assistant.retriever.training.attention_mix cache          # once: encodes with the encoder
+    frozen
+    python -m colbert_att_assistant.retriever.training.attention_mix train --out runs/attention-mix/keep.json
     python benchmarks/attention_mix.py --mix runs/attention-mix/keep.json --mix runs/attention-mix/zero.json:zero
 
 Choices (fusion weight, which reading) are made on the train side only: SciFact train queries, the shared pairs
@@ -20,10 +21,16 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from retriever.results_log import record_run, run_header
-from retriever.settings import AttentionMix, AttentionStrategy
-from retriever.training.attention_mix import evaluation_sets
-from retriever.training.mix_scoring import MixWeights, PairSet, ndcg_at_10, pair_scores, reciprocal_rank_fusion
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import AttentionMix, AttentionStrategy
+from colbert_att_assistant.retriever.training.attention_mix import evaluation_sets
+from colbert_att_assistant.retriever.training.mix_scoring import (
+    MixWeights,
+    PairSet,
+    ndcg_at_10,
+    pair_scores,
+    reciprocal_rank_fusion,
+)
 
 CHOOSE_ON = ("scifact-train", "pairs", "kb-calibration")
 REPORT_ON = ("scifact-test", "wixqa-test", "kb-held_out", "kb-all")

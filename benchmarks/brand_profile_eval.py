@@ -34,15 +34,15 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from assistant.brand import BRANDS_DIR, BrandProfile
-from assistant.engine import Assistant, AssistantAnswer
-from assistant.grounding_note import judge_turn
-from assistant.settings import AssistantSettings, Mode
 from benchmarks.answer_diagnosis import read_checkpoint
-from knowledge_base.ingest import index_brand_documents
-from retriever.encoder import ColBERTAttEncoder
-from retriever.results_log import record_run, run_header
-from retriever.settings import EncoderSettings
+from colbert_att_assistant.assistant.brand import BRANDS_DIR, BrandProfile
+from colbert_att_assistant.assistant.engine import Assistant, AssistantAnswer
+from colbert_att_assistant.assistant.grounding_note import judge_turn
+from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import EncoderSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = BRANDS_DIR / "wix-help-centre.yaml"
@@ -322,7 +322,9 @@ def main(
     record: Annotated[bool, typer.Option(help="Write the results JSON and a RESULTS.md section.")] = True,
 ) -> None:
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("retriever.encoder").setLevel(logging.ERROR)  # long customer messages are cut by design
+    logging.getLogger("colbert_att_assistant.retriever.encoder").setLevel(
+        logging.ERROR
+    )  # long customer messages are cut by design
     header = run_header("python benchmarks/brand_profile_eval.py " + " ".join(sys.argv[1:]))
     folder = wixqa_dir or shared_wixqa_dir()
     questions = wixqa_questions(folder, limit)

@@ -17,12 +17,12 @@ import numpy as np
 import typer
 from ranx import Qrels, Run, evaluate
 
-from retriever.beir import BeirDataset
-from retriever.encoder import ColBERTAttEncoder
-from retriever.index import MultiVectorIndex
-from retriever.index.exact_tokens import ExactTokenStore
-from retriever.results_log import record_run, run_header
-from retriever.settings import CandidateSettings, EncoderSettings
+from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.index import MultiVectorIndex
+from colbert_att_assistant.retriever.index.exact_tokens import ExactTokenStore
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import CandidateSettings, EncoderSettings
 
 
 def main(
@@ -37,7 +37,9 @@ def main(
 ) -> None:
     if split == "test":
         raise typer.BadParameter("Settings are chosen on a train split, never on test.")
-    logging.getLogger("retriever.encoder").setLevel(logging.ERROR)  # long SciFact claims are truncated by design
+    logging.getLogger("colbert_att_assistant.retriever.encoder").setLevel(
+        logging.ERROR
+    )  # long SciFact claims are truncated by design
     data = BeirDataset.load(dataset, split)
     queries = dict(list(data.queries.items())[:limit_queries]) if limit_queries else data.queries
     qrels = Qrels({q: data.qrels[q] for q in queries})

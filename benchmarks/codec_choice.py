@@ -21,11 +21,11 @@ import torch
 import typer
 from ranx import Qrels, Run, evaluate
 
-from retriever.beir import BeirDataset
-from retriever.encoder import ColBERTAttEncoder
-from retriever.index import MultiVectorIndex
-from retriever.results_log import record_run, run_header
-from retriever.settings import EncoderSettings, StorageSettings
+from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.index import MultiVectorIndex
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import EncoderSettings, StorageSettings
 
 ERROR_SAMPLE_TOKENS = 100_000
 

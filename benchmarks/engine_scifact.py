@@ -21,11 +21,11 @@ import typer
 from ranx import Qrels, Run, evaluate
 from rich.progress import track
 
-from retriever.beir import BeirDataset
-from retriever.encoder import ColBERTAttEncoder
-from retriever.index import DocumentInput, MultiVectorIndex
-from retriever.results_log import record_run, run_header
-from retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
+from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
 
 
 def main(

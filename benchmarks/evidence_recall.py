@@ -4,7 +4,8 @@ labelled facts inside the chosen evidence units (and inside the two best, which 
     python benchmarks/evidence_recall.py [--split calibration|held_out] [--units 6,8] [--no-record]
 
 No LLM: retrieval and evidence selection exactly as the assistant runs them (follow-ups joined with their previous
-turn, customer questions searched in public passages only, top 3 passages), then `assistant.evidence` under each
+turn, customer questions searched in public passages only, top 3 passages), then
+`colbert_att_assistant.assistant.evidence` under each
 setting compared. Choose on the calibration half (the default); report on the held-out half.
 """
 
@@ -21,16 +22,16 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from assistant.answer_scoring import missing_facts
-from assistant.engine import PUBLIC_ONLY
-from assistant.evidence import Evidence, select_evidence
-from assistant.follow_up import standalone_question
-from assistant.labelled_questions import load_questions
-from assistant.settings import AssistantSettings, Mode
-from knowledge_base.ingest import load_or_rebuild
-from retriever.encoder import ColBERTAttEncoder
-from retriever.results_log import record_run, run_header
-from retriever.settings import EncoderSettings
+from colbert_att_assistant.assistant.answer_scoring import missing_facts
+from colbert_att_assistant.assistant.engine import PUBLIC_ONLY
+from colbert_att_assistant.assistant.evidence import Evidence, select_evidence
+from colbert_att_assistant.assistant.follow_up import standalone_question
+from colbert_att_assistant.assistant.labelled_questions import load_questions
+from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.knowledge_base.ingest import load_or_rebuild
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import EncoderSettings
 
 
 def _text(units) -> str:

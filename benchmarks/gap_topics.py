@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever import ColBERTAttEncoder
-from retriever.index import MultiVectorIndex
-from webapp.insights import SPECIAL, cluster, gap_vectors, question_vectors, retrieved_vectors
+from colbert_att_assistant.retriever import ColBERTAttEncoder
+from colbert_att_assistant.retriever.index import MultiVectorIndex
+from colbert_att_assistant.webapp.insights import SPECIAL, cluster, gap_vectors, question_vectors, retrieved_vectors
 
 EVAL = Path(__file__).resolve().parent.parent / "knowledge_base" / "eval"
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -15,11 +15,11 @@ from typing import Annotated
 import torch
 import typer
 
-from retriever.beir import iter_corpus
-from retriever.encoder import ColBERTAttEncoder
-from retriever.index import DocumentInput, MultiVectorIndex
-from retriever.results_log import record_run, run_header
-from retriever.settings import EncoderSettings, IndexSettings
+from colbert_att_assistant.retriever.beir import iter_corpus
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import EncoderSettings, IndexSettings
 
 
 @torch.no_grad()

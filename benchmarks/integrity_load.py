@@ -1,7 +1,8 @@
 """What verifying an index's checksums costs at load, against the same load without them, on warm caches.
 
-    python -m knowledge_base.ingest --index-dir /tmp/kb
-    python -m retriever build --corpus ../shared/datasets/scifact/corpus.jsonl --index-dir /tmp/scifact
+    python -m colbert_att_assistant.knowledge_base.ingest --index-dir /tmp/kb
+    python -m colbert_att_assistant.retriever build --corpus ../shared/datasets/scifact/corpus.jsonl --index-dir
+    /tmp/scifact
     python benchmarks/integrity_load.py --index knowledge-base=/tmp/kb --index scifact=/tmp/scifact
 
 For each index: load with every file hashed (full), with the memory-mapped token arrays hashed in a background
@@ -25,13 +26,13 @@ from typing import Annotated
 
 import typer
 
-from retriever.encoder import ColBERTAttEncoder
-from retriever.index import MultiVectorIndex
-from retriever.index.integrity import Verification, file_sha256
-from retriever.index.multivector_index import MEMORY_MAPPED_FILES
-from retriever.index.storage import read_manifest
-from retriever.results_log import record_run, run_header
-from retriever.settings import EncoderSettings
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.index import MultiVectorIndex
+from colbert_att_assistant.retriever.index.integrity import Verification, file_sha256
+from colbert_att_assistant.retriever.index.multivector_index import MEMORY_MAPPED_FILES
+from colbert_att_assistant.retriever.index.storage import read_manifest
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import EncoderSettings
 
 HASH_SAMPLE_BYTES = 256 << 20
 
@@ -126,7 +127,7 @@ def main(
     record: Annotated[bool, typer.Option(help="Write the results JSON and a RESULTS.md section.")] = True,
 ) -> None:
     # The unchecked copies are format 1 on purpose: their "loaded without verifying" warning is expected here.
-    logging.getLogger("retriever.index.integrity").setLevel(logging.ERROR)
+    logging.getLogger("colbert_att_assistant.retriever.index.integrity").setLevel(logging.ERROR)
     encoder = ColBERTAttEncoder(EncoderSettings(num_threads=2))
     result: dict = {**run_header(), "load_average_before": load_average(), "hash_gib_per_s": hash_speeds()}
     result["indexes"] = [

@@ -28,13 +28,13 @@ from llama_index.core.node_parser import SentenceSplitter
 from ranx import Qrels, Run, evaluate, fuse
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn, track
 
-from retriever.baselines import BM25Baseline
-from retriever.beir import BeirDataset
-from retriever.encoder import ColBERTAttEncoder
-from retriever.index import DocumentInput, MultiVectorIndex
-from retriever.index.streaming_build import build_compressed_index
-from retriever.results_log import record_run, run_header
-from retriever.settings import CandidateSettings, EncoderSettings, IndexSettings, StorageSettings
+from colbert_att_assistant.retriever.baselines import BM25Baseline
+from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
+from colbert_att_assistant.retriever.index.streaming_build import build_compressed_index
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import CandidateSettings, EncoderSettings, IndexSettings, StorageSettings
 
 app = typer.Typer(help=__doc__)
 TRAINING = Path("../shared/training")

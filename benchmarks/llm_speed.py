@@ -47,12 +47,12 @@ import llama_cpp
 from llama_cpp import Llama, LlamaRAMCache
 from llama_cpp.llama import LlamaState
 
-from assistant.brand import BRANDS_DIR, BrandProfile
-from assistant.bundled_models import BUNDLED_MODELS, BundledGGUF, bundled_model_path
-from assistant.llm_backends import CHATML_STOP, messages_to_chatml
-from assistant.prompts import PromptSource, answer_messages
-from knowledge_base.documents_io import load_documents
-from retriever.results_log import record_run, run_header
+from colbert_att_assistant.assistant.brand import BRANDS_DIR, BrandProfile
+from colbert_att_assistant.assistant.bundled_models import BUNDLED_MODELS, BundledGGUF, bundled_model_path
+from colbert_att_assistant.assistant.llm_backends import CHATML_STOP, messages_to_chatml
+from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
+from colbert_att_assistant.knowledge_base.documents_io import load_documents
+from colbert_att_assistant.retriever.results_log import record_run, run_header
 
 N_CTX = 4096
 THREADS = 2

@@ -503,11 +503,11 @@ def run_ours(args) -> None:
     import torch
     from ranx import Qrels, Run, evaluate
 
-    from retriever.beir import BeirDataset
-    from retriever.encoder import ColBERTAttEncoder
-    from retriever.index import DocumentInput, MultiVectorIndex
-    from retriever.results_log import record_run, run_header
-    from retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
+    from colbert_att_assistant.retriever.beir import BeirDataset
+    from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+    from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
+    from colbert_att_assistant.retriever.results_log import record_run, run_header
+    from colbert_att_assistant.retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
 
     torch.set_num_threads(THREADS)
     faiss.omp_set_num_threads(THREADS)
@@ -525,7 +525,9 @@ def run_ours(args) -> None:
         data = BeirDataset.load(args.dataset, args.split)
         # --limit-queries keeps the first N queries of the same list.
         if [d.full_text for d in data.corpus.values()] != texts or list(data.queries)[: len(queries)] != list(queries):
-            sys.exit("retriever.beir reads another corpus or query list than this script's loader.")
+            sys.exit(
+                "colbert_att_assistant.retriever.beir reads another corpus or query list than this script's loader."
+            )
     if corpus_sha256(ids, texts) != pylate["corpus_sha256"] or list(queries) != list(
         next(iter(pylate["variants"].values()))["run"]
     ):
@@ -708,7 +710,7 @@ def run_ours(args) -> None:
         },
         "ours": {
             "index": {
-                "kind": "retriever.index.MultiVectorIndex",
+                "kind": "colbert_att_assistant.retriever.index.MultiVectorIndex",
                 "path": str(index_dir),
                 "cached": cached,
                 "build": build,

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import typer
 
-from retriever.beir import BeirDataset
-from retriever.encoder import ColBERTAttEncoder, EncodedText
-from retriever.results_log import record_run, run_header
-from retriever.settings import CandidateSettings, EncoderSettings
+from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, EncodedText
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.settings import CandidateSettings, EncoderSettings
 
 MAX_VECTOR_DIFFERENCE = 1e-5
 MIN_COSINE = 0.9999
@@ -72,7 +72,7 @@ def load_average() -> list[float]:
 
 def compile_runner(encoder: ColBERTAttEncoder) -> None:
     """Swap the encoder's torch_graph runner for torch.compile of the same graph (dynamic shapes)."""
-    from retriever.query_graph import QueryGraph
+    from colbert_att_assistant.retriever.query_graph import QueryGraph
 
     graph = QueryGraph(encoder.backbone, encoder.projection, encoder.settings.attention_strategy).eval()
     compiled = torch.compile(graph, dynamic=True)
@@ -123,7 +123,9 @@ def main(
     only: Annotated[list[str] | None, typer.Option(help="Run only these variants (and the reference).")] = None,
     record: Annotated[bool, typer.Option(help="Append to RESULTS.md.")] = True,
 ) -> None:
-    logging.getLogger("retriever.encoder").setLevel(logging.ERROR)  # SciFact claims longer than 32 pieces
+    logging.getLogger("colbert_att_assistant.retriever.encoder").setLevel(
+        logging.ERROR
+    )  # SciFact claims longer than 32 pieces
     data = BeirDataset.load(dataset, split)
     queries = dict(list(data.queries.items())[:limit_queries]) if limit_queries else dict(data.queries)
     texts = list(queries.values())
@@ -166,7 +168,7 @@ def main(
     if index_dir is not None and (index_dir / "manifest.json").is_file():
         from ranx import Qrels, Run, evaluate
 
-        from retriever.index import MultiVectorIndex
+        from colbert_att_assistant.retriever.index import MultiVectorIndex
 
         torch.set_num_threads(2)
         index = MultiVectorIndex.load(index_dir, encoder=reference_encoder, candidate_settings=CandidateSettings())

@@ -4,7 +4,8 @@
                                       [--threads 1] [--no-record]
 
 - `wixqa`: the 160 WixQA expert questions (real customer messages, often two or three sentences) against the 173
-  articles, indexed as `retriever.evaluate` indexes them (title + text, one document per article; `indexes/wixqa`).
+  articles, indexed as `colbert_att_assistant.retriever.evaluate` indexes them (title + text, one document per article;
+  `indexes/wixqa`).
 - `kb`: the answerable labelled knowledge-base questions of one half (`--split`; choose on `calibration`, check on
   `held_out`), each searched as the assistant searches it: a follow-up joined with its previous turn
   (`assistant.calibrate.retrieval_query`), in its own mode (customer questions see public chunks only), against the
@@ -38,20 +39,20 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from assistant.abstention import AbstentionCalibration
-from assistant.calibrate import question_scores, retrieval_query
-from assistant.engine import PUBLIC_ONLY
-from assistant.labelled_questions import load_questions
-from assistant.settings import AssistantSettings, Mode
-from knowledge_base.documents_io import DOCUMENTS_DIR
-from knowledge_base.ingest import load_or_rebuild
-from retriever.beir import BeirDataset, load_qrels
-from retriever.encoder import ColBERTAttEncoder
-from retriever.evaluate import build_or_load_index
-from retriever.index import MultiVectorIndex
-from retriever.results_log import record_run, run_header
-from retriever.scoring import ScoringMode
-from retriever.settings import EncoderSettings
+from colbert_att_assistant.assistant.abstention import AbstentionCalibration
+from colbert_att_assistant.assistant.calibrate import question_scores, retrieval_query
+from colbert_att_assistant.assistant.engine import PUBLIC_ONLY
+from colbert_att_assistant.assistant.labelled_questions import load_questions
+from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.knowledge_base.documents_io import DOCUMENTS_DIR
+from colbert_att_assistant.knowledge_base.ingest import load_or_rebuild
+from colbert_att_assistant.retriever.beir import BeirDataset, load_qrels
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+from colbert_att_assistant.retriever.evaluate import build_or_load_index
+from colbert_att_assistant.retriever.index import MultiVectorIndex
+from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.retriever.scoring import ScoringMode
+from colbert_att_assistant.retriever.settings import EncoderSettings
 
 REPO = Path(__file__).resolve().parent.parent
 KB_QRELS = REPO / "knowledge_base" / "eval" / "qrels" / "test.tsv"
@@ -311,7 +312,9 @@ def main(
         raise typer.BadParameter(f"datasets must be among wixqa, kb; got {datasets!r}.")
     if split not in ("calibration", "held_out"):
         raise typer.BadParameter(f"split must be calibration or held_out, not {split!r}.")
-    logging.getLogger("retriever.encoder").setLevel(logging.ERROR)  # the cuts are counted here instead
+    logging.getLogger("colbert_att_assistant.retriever.encoder").setLevel(
+        logging.ERROR
+    )  # the cuts are counted here instead
     header = run_header("python benchmarks/query_length.py " + " ".join(sys.argv[1:]))
     load_start = os.getloadavg()
     started = time.perf_counter()

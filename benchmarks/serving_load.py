@@ -14,7 +14,8 @@ together, the worst case for waiting.
 Backends, interleaved for each N so that a change in the machine's load hits all of them alike:
 - `lock`: today's path, one in-process llama.cpp model (`ChatModel`, llama_cpp backend) that serves one
   generation at a time behind its lock;
-- `slots=K`: `llama-server` started by `assistant.llm_server` with K parallel slots (continuous batching), each
+- `slots=K`: `llama-server` started by `colbert_att_assistant.assistant.llm_server` with K parallel slots (continuous
+batching), each
   customer streaming through the `openai_like` backend (LlamaIndex `OpenAILike`) with its own client.
 Both use all cores (threads = os.cpu_count()) and greedy decoding.
 
@@ -22,7 +23,8 @@ Reported per backend and N: answers/s, p50 / p95 latency of a whole answer, p50 
 errors, tokens/s, and the load average before and after. Bounded: each request has a timeout and each round a
 deadline. Appends to benchmarks/RESULTS.md and writes benchmarks/results/<stamp>-serving-load.json.
 
-Through the app (`--layer app`): one app per backend, each the real FastAPI app (`webapp.create_app`) served by
+Through the app (`--layer app`): one app per backend, each the real FastAPI app
+(`colbert_att_assistant.webapp.create_app`) served by
 uvicorn on 127.0.0.1 over the same index of knowledge_base/documents, with the app's own line in front of the
 model (as many answers at once as the backend admits, `--queue-size` waiting, 503 + Retry-After beyond,
 `--deadline-s` per request). Each customer sends one message to /api/chat/stream; answers capped at 64 tokens;
@@ -58,12 +60,12 @@ import numpy as np
 import typer
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
-from assistant.brand import BrandProfile
-from assistant.llm_backends import ChatModel
-from assistant.llm_server import LLMServerSettings, ManagedServer, start_llm_server
-from assistant.prompts import PromptSource, answer_messages
-from assistant.settings import LLMSettings
-from retriever.results_log import record_run, run_header
+from colbert_att_assistant.assistant.brand import BrandProfile
+from colbert_att_assistant.assistant.llm_backends import ChatModel
+from colbert_att_assistant.assistant.llm_server import LLMServerSettings, ManagedServer, start_llm_server
+from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
+from colbert_att_assistant.assistant.settings import LLMSettings
+from colbert_att_assistant.retriever.results_log import record_run, run_header
 
 DOCUMENTS = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents"
 MAX_TOKENS = 96
@@ -454,9 +456,9 @@ def _free_port() -> int:
 
 def serve_app(assistant: Any, workdir: Path, queue_size: int, deadline_s: float) -> tuple[str, Any, threading.Thread]:
     """The real app on a free loopback port, in a thread: (base URL, uvicorn server, thread)."""
-    from webapp import create_app
-    from webapp.server import build_server
-    from webapp.settings import AppSettings
+    from colbert_att_assistant.webapp import create_app
+    from colbert_att_assistant.webapp.server import build_server
+    from colbert_att_assistant.webapp.settings import AppSettings
 
     settings = AppSettings(
         staff_password="benchmark only",
@@ -483,8 +485,8 @@ def serve_app(assistant: Any, workdir: Path, queue_size: int, deadline_s: float)
 
 def app_layer(header: dict[str, str], counts: list[int], slot_counts: list[int], threads: int, queue_size: int,
               deadline_s: float, record: bool) -> None:  # fmt: skip
-    from assistant import Assistant, AssistantSettings
-    from knowledge_base.ingest import index_brand_documents
+    from colbert_att_assistant.assistant import Assistant, AssistantSettings
+    from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 
     llm = LLMSettings(max_new_tokens=APP_MAX_TOKENS, threads=threads)
     settings = AssistantSettings.load(llm=llm.model_dump())

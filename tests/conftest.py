@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from retriever import ColBERTAttEncoder, EncoderSettings
+from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,7 +104,7 @@ def knowledge_base_copy(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def knowledge_base_index(knowledge_base_copy, encoder, tmp_path_factory) -> Path:
     """A real index of the whole knowledge base on disk (built once per test session)."""
-    from knowledge_base.ingest import ingest
+    from colbert_att_assistant.knowledge_base.ingest import ingest
 
     index_dir = tmp_path_factory.mktemp("kb-index")
     ingest(knowledge_base_copy, index_dir, encoder=encoder)
@@ -114,15 +114,15 @@ def knowledge_base_index(knowledge_base_copy, encoder, tmp_path_factory) -> Path
 @pytest.fixture(scope="session")
 def chat_model():
     """The default local LLM (Qwen2.5-Coder-0.5B GGUF from its PyPI parts, through llama.cpp)."""
-    from assistant.llm_backends import ChatModel
-    from assistant.settings import LLMSettings
+    from colbert_att_assistant.assistant.llm_backends import ChatModel
+    from colbert_att_assistant.assistant.settings import LLMSettings
 
     return ChatModel.from_settings(LLMSettings(threads=2))
 
 
 @pytest.fixture(scope="session")
 def assistant_settings(knowledge_base_copy, knowledge_base_index):
-    from assistant import AssistantSettings
+    from colbert_att_assistant.assistant import AssistantSettings
 
     return AssistantSettings.load(
         retrieval={"index_dir": str(knowledge_base_index), "documents_dir": str(knowledge_base_copy)},
@@ -132,7 +132,7 @@ def assistant_settings(knowledge_base_copy, knowledge_base_index):
 
 @pytest.fixture(scope="session")
 def kb_assistant(assistant_settings, encoder, chat_model):
-    from assistant import Assistant
+    from colbert_att_assistant.assistant import Assistant
 
     return Assistant.from_settings(assistant_settings, encoder=encoder, chat_model=chat_model)
 
@@ -152,9 +152,9 @@ def serve_app(assistant, tmp_dir: Path, **app_settings):
 
     import httpx
 
-    from webapp import create_app
-    from webapp.server import build_server
-    from webapp.settings import AppSettings
+    from colbert_att_assistant.webapp import create_app
+    from colbert_att_assistant.webapp.server import build_server
+    from colbert_att_assistant.webapp.settings import AppSettings
 
     app_settings.setdefault("sessions_path", tmp_dir / "sessions.sqlite3")
     settings = AppSettings(staff_password="correct horse", log_path=tmp_dir / "log.sqlite3", **app_settings)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.answer_check import DraftChecker
-from grounding import GroundingJudge
+from colbert_att_assistant.assistant.answer_check import DraftChecker
+from colbert_att_assistant.grounding import GroundingJudge
 
 SOURCES = {
     1: "Delivery > Costs\n\nStandard delivery is free. Express delivery in 1–2 business days costs €25.",

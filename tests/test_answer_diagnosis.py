@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from assistant.engine import AssistantAnswer, Citation
-from assistant.labelled_questions import load_questions
-from assistant.settings import Mode
 from benchmarks.answer_diagnosis import aims, diagnose, markdown_body, read_checkpoint, select, summarise
+from colbert_att_assistant.assistant.engine import AssistantAnswer, Citation
+from colbert_att_assistant.assistant.labelled_questions import load_questions
+from colbert_att_assistant.assistant.settings import Mode
 
 
 def _citation(number: int, document_id: str, audience: str = "public") -> Citation:

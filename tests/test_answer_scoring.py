@@ -6,8 +6,15 @@ from typing import get_args
 
 import pytest
 
-from assistant.answer_scoring import OUTCOMES, Outcome, find_wording, missing_facts, normalise, score_answer
-from assistant.labelled_questions import LabelledQuestion, load_questions
+from colbert_att_assistant.assistant.answer_scoring import (
+    OUTCOMES,
+    Outcome,
+    find_wording,
+    missing_facts,
+    normalise,
+    score_answer,
+)
+from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion, load_questions
 
 
 @pytest.fixture(scope="module")

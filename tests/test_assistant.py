@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant import Assistant, Mode
-from assistant.llm_backends import ChatModel
+from colbert_att_assistant.assistant import Assistant, Mode
+from colbert_att_assistant.assistant.llm_backends import ChatModel
 
 
 class RecordingChatModel(ChatModel):

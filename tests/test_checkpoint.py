@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from retriever import ColBERTAttEncoder, EncoderSettings
-from retriever.checkpoint import CheckpointLayout, bundled_model_path, inspect_checkpoint
-from retriever.errors import CheckpointError
+from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings
+from colbert_att_assistant.retriever.checkpoint import CheckpointLayout, bundled_model_path, inspect_checkpoint
+from colbert_att_assistant.retriever.errors import CheckpointError
 
 TOKENIZER_FILES = (
     "config.json",

@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from retriever.cli import app
+from colbert_att_assistant.retriever.cli import app
 
 runner = CliRunner()
 

@@ -11,12 +11,16 @@ import textwrap
 import numpy as np
 import pytest
 
-from retriever import EncoderSettings
-from retriever.errors import ColBERTAttError
-from retriever.index import DocumentInput, MultiVectorIndex
-from retriever.index.compression import ResidualCodec, default_centroid_count, prune_by_attention
-from retriever.index.streaming_build import WORK_DIRECTORY, build_compressed_index, centroid_lists_from_pairs
-from retriever.settings import IndexSettings, StorageSettings
+from colbert_att_assistant.retriever import EncoderSettings
+from colbert_att_assistant.retriever.errors import ColBERTAttError
+from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
+from colbert_att_assistant.retriever.index.compression import ResidualCodec, default_centroid_count, prune_by_attention
+from colbert_att_assistant.retriever.index.streaming_build import (
+    WORK_DIRECTORY,
+    build_compressed_index,
+    centroid_lists_from_pairs,
+)
+from colbert_att_assistant.retriever.settings import IndexSettings, StorageSettings
 from tests.conftest import MemoisingEncoder
 
 QUERIES = [
@@ -163,8 +167,8 @@ def test_memory_mapped_index_gives_the_same_results_in_a_fresh_process(compresse
         f"""
         import json, sys
         import numpy as np
-        from retriever import ColBERTAttEncoder, EncoderSettings
-        from retriever.index import MultiVectorIndex
+        from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings
+        from colbert_att_assistant.retriever.index import MultiVectorIndex
         index = MultiVectorIndex.load({str(tmp_path / "index")!r}, encoder=ColBERTAttEncoder(EncoderSettings()))
         document = index.get(index.document_ids()[0])
         assert isinstance(document.compressed.codes, np.memmap), type(document.compressed.codes)

@@ -5,8 +5,8 @@ import logging
 import numpy as np
 import pytest
 
-from retriever import ColBERTAttEncoder, EncoderSettings, InvalidDocumentError, InvalidQueryError
-from retriever.checkpoint import BUNDLED_MODEL_NAME, bundled_model_path
+from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings, InvalidDocumentError, InvalidQueryError
+from colbert_att_assistant.retriever.checkpoint import BUNDLED_MODEL_NAME, bundled_model_path
 
 
 def test_bundled_model_is_found_inside_the_package():
@@ -43,7 +43,7 @@ def test_lengths_are_configurable_and_truncation_is_reported(encoder, caplog):
         EncoderSettings(query_max_tokens=8, document_max_tokens=12), checkpoint=encoder.checkpoint
     )
     long_text = " ".join(["leather"] * 50)
-    with caplog.at_level(logging.WARNING, logger="retriever.encoder"):
+    with caplog.at_level(logging.WARNING, logger="colbert_att_assistant.retriever.encoder"):
         query = short.encode_query(long_text)
     assert len(query.vectors) == 8 and query.truncated
     assert "truncated to 8 word pieces" in caplog.text
@@ -96,8 +96,8 @@ def test_bfloat16_query_encoding_stays_close_to_float32(encoder):
 
 
 def test_weight_variants_equal_encoders_configured_for_them(encoder):
-    from retriever.encoder import variant_key
-    from retriever.settings import AttentionScaling, AttentionStrategy
+    from colbert_att_assistant.retriever.encoder import variant_key
+    from colbert_att_assistant.retriever.settings import AttentionScaling, AttentionStrategy
 
     variants = [
         (AttentionStrategy.RECEIVED_ALL, AttentionScaling.RAW),

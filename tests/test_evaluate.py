@@ -6,8 +6,8 @@ import math
 from ranx import Qrels, Run, evaluate
 from typer.testing import CliRunner
 
-from retriever.beir import BeirDataset
-from retriever.evaluate import main, run_methods
+from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.evaluate import main, run_methods
 
 DOCS = {
     "d1": "Pearls are restrung every two years with silk thread.",
@@ -43,7 +43,7 @@ def test_metrics_match_hand_computed_values():
 def test_every_method_runs_and_finds_the_obvious_answers(tmp_path, cached_encoder):
     write_dataset(tmp_path)
     data = BeirDataset.load(tmp_path, "test")
-    from retriever import MultiVectorIndex
+    from colbert_att_assistant.retriever import MultiVectorIndex
 
     index = MultiVectorIndex(cached_encoder)
     index.add([{"id": k, "text": v} for k, v in DOCS.items()])
@@ -66,11 +66,17 @@ def test_the_command_rejects_unknown_methods(tmp_path):
 
 
 def test_runs_are_recorded_as_json_and_a_dated_section(tmp_path):
-    from retriever.results_log import record_run, run_header
+    from colbert_att_assistant.retriever.results_log import record_run, run_header
 
-    result = {**run_header("python -m retriever.evaluate --dataset x"), "scores": {"maxsim": 71.9}}
+    result = {
+        **run_header("python -m colbert_att_assistant.retriever.evaluate --dataset x"),
+        "scores": {"maxsim": 71.9},
+    }
     path = record_run("eval-x-test", "evaluation: x test", result, ["", "| maxsim | 71.9 |"], directory=tmp_path)
     assert json.loads(path.read_text())["scores"] == {"maxsim": 71.9}
     section = (tmp_path / "RESULTS.md").read_text()
     assert f"## {result['date']} evaluation: x test" in section
-    assert "- command: `python -m retriever.evaluate --dataset x`" in section and "| maxsim | 71.9 |" in section
+    assert (
+        "- command: `python -m colbert_att_assistant.retriever.evaluate --dataset x`" in section
+        and "| maxsim | 71.9 |" in section
+    )

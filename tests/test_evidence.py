@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.evidence import evidence_for, select_evidence, split_passage
-from retriever.index import MultiVectorIndex
+from colbert_att_assistant.assistant.evidence import evidence_for, select_evidence, split_passage
+from colbert_att_assistant.retriever.index import MultiVectorIndex
 
 TABLE_PASSAGE = """Caring for Belts > Overfilling
 

@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from assistant import Mode
-from retriever.scoring import ScoringMode
-from webapp.staff_explain import explanation_html
+from colbert_att_assistant.assistant import Mode
+from colbert_att_assistant.retriever.scoring import ScoringMode
+from colbert_att_assistant.webapp.staff_explain import explanation_html
 
 QUESTION = "What is the maximum discount a boutique manager can approve?"
 

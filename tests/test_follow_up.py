@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
-from assistant.follow_up import asks_something, standalone_question
+from colbert_att_assistant.assistant.follow_up import asks_something, standalone_question
 
 
 def history(*turns: tuple[str, str]) -> list[ChatMessage]:

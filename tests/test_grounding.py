@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from grounding import (
+from colbert_att_assistant.grounding import (
     Calibration,
     EvidenceScope,
     GroundingJudge,
@@ -24,9 +24,9 @@ from grounding import (
     split_sentences,
     states_no_claim,
 )
-from grounding.calibration import DEFAULT_CALIBRATION_PATH
-from grounding.numbers import extract_quantities, missing_quantities
-from grounding.perturb import change_number, swap_name, toggle_negation
+from colbert_att_assistant.grounding.calibration import DEFAULT_CALIBRATION_PATH
+from colbert_att_assistant.grounding.numbers import extract_quantities, missing_quantities
+from colbert_att_assistant.grounding.perturb import change_number, swap_name, toggle_negation
 
 CARE = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents" / "care"
 
@@ -109,7 +109,8 @@ def test_a_figure_the_passage_does_not_give_is_unsupported_not_contradicted(judg
     assert any("'480' is not in the passage" in r for r in elsewhere.reasons), elsewhere.reasons
 
 
-# Supported sentences of the care guides, each edited the way `python -m grounding.validate_wixqa` edits WixQA
+# Supported sentences of the care guides, each edited the way `python -m
+# colbert_att_assistant.grounding.validate_wixqa` edits WixQA
 # claims: every edit must make the sentence contradicted, not merely unsupported. (The servicing table names its
 # product in the header row only: read with its headers, the matching row names "Corvane 1911".)
 # (Sentences with an auxiliary or an imperative, which `toggle_negation` can negate grammatically.)

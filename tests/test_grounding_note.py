@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from assistant.engine import AssistantAnswer, Citation
-from assistant.grounding_note import CONTRADICTED_PREFIX, NO_CLAIM_NOTE, NOTE_PREFIX, grounding_note, judge_turn
-from assistant.settings import Mode
-from grounding import GroundingJudge
+from colbert_att_assistant.assistant.engine import AssistantAnswer, Citation
+from colbert_att_assistant.assistant.grounding_note import (
+    CONTRADICTED_PREFIX,
+    NO_CLAIM_NOTE,
+    NOTE_PREFIX,
+    grounding_note,
+    judge_turn,
+)
+from colbert_att_assistant.assistant.settings import Mode
+from colbert_att_assistant.grounding import GroundingJudge
 
 CARE = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents" / "care"
 QUESTION = "How long does my Corvane 1911 keep running off the wrist, and how do I wind it by hand?"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 
-from retriever import (
+from colbert_att_assistant.retriever import (
     ColBERTAttEncoder,
     EncoderSettings,
     IndexCorruptError,
@@ -25,8 +25,8 @@ from retriever import (
     InvalidDocumentError,
     MultiVectorIndex,
 )
-from retriever.index import DocumentInput
-from retriever.settings import AttentionStrategy, CandidateSettings
+from colbert_att_assistant.retriever.index import DocumentInput
+from colbert_att_assistant.retriever.settings import AttentionStrategy, CandidateSettings
 
 QUERIES = [
     "immune response of T cells to tumours",
@@ -150,7 +150,7 @@ def test_persisted_index_loads_to_the_same_results(small_index, tmp_path):
 WRITER = textwrap.dedent(
     """
     import json, sys
-    from retriever import ColBERTAttEncoder, EncoderSettings, MultiVectorIndex
+    from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings, MultiVectorIndex
     directory, passages_file = sys.argv[1], sys.argv[2]
     passages = json.load(open(passages_file))
     index = MultiVectorIndex.load(directory, encoder=ColBERTAttEncoder(EncoderSettings(num_threads=1)))

@@ -14,15 +14,15 @@ import yaml
 from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 
-from knowledge_base.ingest import load_or_rebuild
-from retriever import IndexMismatchError, InvalidDocumentError
-from retriever.index import BaseMultiVectorIndex, DocumentInput, MultiVectorIndex
-from retriever.index.factory import new_index, open_index
-from retriever.index.qdrant_index import QdrantMultiVectorIndex
-from retriever.index.qdrant_settings import POINTER_FILE, QdrantSettings
-from retriever.llama_retriever import ColBERTAttRetriever
-from retriever.scoring import ScoringMode
-from retriever.settings import IndexSettings, StorageSettings
+from colbert_att_assistant.knowledge_base.ingest import load_or_rebuild
+from colbert_att_assistant.retriever import IndexMismatchError, InvalidDocumentError
+from colbert_att_assistant.retriever.index import BaseMultiVectorIndex, DocumentInput, MultiVectorIndex
+from colbert_att_assistant.retriever.index.factory import new_index, open_index
+from colbert_att_assistant.retriever.index.qdrant_index import QdrantMultiVectorIndex
+from colbert_att_assistant.retriever.index.qdrant_settings import POINTER_FILE, QdrantSettings
+from colbert_att_assistant.retriever.llama_retriever import ColBERTAttRetriever
+from colbert_att_assistant.retriever.scoring import ScoringMode
+from colbert_att_assistant.retriever.settings import IndexSettings, StorageSettings
 from tests.conftest import REPO
 
 BACKENDS = ["local-bfloat16", "local-residual_pq", "qdrant-folder"]
@@ -180,8 +180,8 @@ def test_a_retriever_works_on_every_backend(index):
 
 
 def test_every_backend_refuses_another_encoder_setting(cached_encoder, tmp_path, documents):
-    from retriever import ColBERTAttEncoder, EncoderSettings
-    from retriever.settings import AttentionStrategy
+    from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings
+    from colbert_att_assistant.retriever.settings import AttentionStrategy
 
     other = ColBERTAttEncoder(
         EncoderSettings(attention_strategy=AttentionStrategy.RECEIVED_ALL), checkpoint=cached_encoder.checkpoint

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from knowledge_base.ingest import ingest, load_or_rebuild
-from retriever import IndexCorruptError, MultiVectorIndex
-from retriever.index import DocumentInput
-from retriever.index.integrity import Verification
-from retriever.index.streaming_build import build_compressed_index
-from retriever.settings import IndexSettings, StorageSettings
+from colbert_att_assistant.knowledge_base.ingest import ingest, load_or_rebuild
+from colbert_att_assistant.retriever import IndexCorruptError, MultiVectorIndex
+from colbert_att_assistant.retriever.index import DocumentInput
+from colbert_att_assistant.retriever.index.integrity import Verification
+from colbert_att_assistant.retriever.index.streaming_build import build_compressed_index
+from colbert_att_assistant.retriever.settings import IndexSettings, StorageSettings
 
 REPO = Path(__file__).resolve().parent.parent
 KB_DOCUMENTS = ("care/care-pearls.md", "care/care-cashmere.md", "internal/internal-discount-authority.md")
-REBUILD_COMMAND = "python -m knowledge_base.ingest --index-dir"
+REBUILD_COMMAND = "python -m colbert_att_assistant.knowledge_base.ingest --index-dir"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_same_size_garbage_in_the_passages_is_refused_naming_the_file(index_dir,
     # Without the checksums (an index written before them) the same damage loads and would be served as text:
     # the check above is what stops it.
     strip_checksums(index_dir)
-    with caplog.at_level(logging.WARNING, logger="retriever.index.integrity"):
+    with caplog.at_level(logging.WARNING, logger="colbert_att_assistant.retriever.index.integrity"):
         unchecked = MultiVectorIndex.load(index_dir, encoder=cached_encoder)
     assert "without verifying" in caplog.text
     assert any(garbage in unchecked.get(i).text for i in unchecked.document_ids())
@@ -158,7 +158,7 @@ def test_a_garbage_manifest_is_one_clear_line(index_dir, cached_encoder, content
 
 def test_an_index_without_checksums_loads_with_a_warning(index_dir, cached_encoder, small_index, caplog):
     strip_checksums(index_dir)
-    with caplog.at_level(logging.WARNING, logger="retriever.index.integrity"):
+    with caplog.at_level(logging.WARNING, logger="colbert_att_assistant.retriever.index.integrity"):
         index = MultiVectorIndex.load(index_dir, encoder=cached_encoder)
     assert "written before index files carried checksums" in caplog.text
     assert index.document_ids() == small_index.document_ids()
@@ -206,7 +206,7 @@ def test_load_or_rebuild_rebuilds_a_damaged_knowledge_base_and_answers(kb_docume
     assert first.added > 3 and first.rebuilt_because is None
     original, garbage = overwrite_a_passage_with_same_size_garbage(index_dir)
 
-    with caplog.at_level(logging.WARNING, logger="knowledge_base.ingest"):
+    with caplog.at_level(logging.WARNING, logger="colbert_att_assistant.knowledge_base.ingest"):
         index, report = load_or_rebuild(kb_documents, index_dir, encoder=cached_encoder)
     assert "checksum mismatch" in report.rebuilt_because and "documents" in report.rebuilt_because
     assert f"Rebuilding {index_dir}" in caplog.text

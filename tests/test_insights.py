@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-from assistant import AssistantAnswer, Citation, Mode
-from webapp.conversation_log import ConversationLog
+from colbert_att_assistant.assistant import AssistantAnswer, Citation, Mode
+from colbert_att_assistant.webapp.conversation_log import ConversationLog
 
 STAFF = ("staff", "correct horse")
 CRYPTO = ["Can I pay for my order with bitcoin?", "Do you accept cryptocurrency payments?"]

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from knowledge_base.chunking import chunk_document
-from knowledge_base.documents_io import DOCUMENTS_DIR, KnowledgeBaseError, load_documents, parse_document
-from knowledge_base.ingest import ingest
-from retriever import MultiVectorIndex
+from colbert_att_assistant.knowledge_base.chunking import chunk_document
+from colbert_att_assistant.knowledge_base.documents_io import (
+    DOCUMENTS_DIR,
+    KnowledgeBaseError,
+    load_documents,
+    parse_document,
+)
+from colbert_att_assistant.knowledge_base.ingest import ingest
+from colbert_att_assistant.retriever import MultiVectorIndex
 
 GOOD = """---
 id: care-test-{n}
@@ -143,8 +148,8 @@ def test_a_broken_file_loses_nothing_else(tmp_path, cached_encoder):
 
 
 def test_labelled_questions_are_a_valid_beir_set():
-    from knowledge_base.eval_set import EVAL_DIR, corpus_records, load_questions
-    from retriever.beir import BeirDataset
+    from colbert_att_assistant.knowledge_base.eval_set import EVAL_DIR, corpus_records, load_questions
+    from colbert_att_assistant.retriever.beir import BeirDataset
 
     questions = load_questions()
     types = [q["metadata"]["type"] for q in questions]
@@ -161,13 +166,14 @@ def test_labelled_questions_are_a_valid_beir_set():
     for question in questions:
         for chunk_id in data.qrels.get(question["_id"], {}):
             assert audience[chunk_id] == question["metadata"]["audience"], (question["_id"], chunk_id)
-    # corpus.jsonl is what the chunker makes of today's documents (regenerate: python -m knowledge_base.eval_set).
+    # corpus.jsonl is what the chunker makes of today's documents (regenerate: python -m
+    # colbert_att_assistant.knowledge_base.eval_set).
     assert sorted(audience) == sorted(data.corpus), "knowledge_base/eval/corpus.jsonl is stale"
 
 
 def test_ingest_rebuilds_an_index_made_with_other_encoder_settings(tmp_path, cached_encoder):
-    from retriever import ColBERTAttEncoder, EncoderSettings
-    from retriever.settings import AttentionStrategy
+    from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings
+    from colbert_att_assistant.retriever.settings import AttentionStrategy
 
     docs, index_dir = tmp_path / "docs", tmp_path / "index"
     docs.mkdir()

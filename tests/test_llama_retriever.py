@@ -7,8 +7,8 @@ import pytest
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
-from retriever import ColBERTAttRetriever
-from retriever.llama_retriever import RAW_SCORE_KEY
+from colbert_att_assistant.retriever import ColBERTAttRetriever
+from colbert_att_assistant.retriever.llama_retriever import RAW_SCORE_KEY
 
 
 @pytest.fixture(scope="module")

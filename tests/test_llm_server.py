@@ -15,11 +15,11 @@ import httpx
 import pytest
 from llama_index.core.base.llms.types import ChatMessage
 
-from assistant.errors import ModelFileError
-from assistant.llama_server_build import build_llama_server, cached_binary_path
-from assistant.llm_backends import ChatModel
-from assistant.llm_server import LLMServerError, LLMServerSettings, start_llm_server
-from assistant.settings import LLMSettings
+from colbert_att_assistant.assistant.errors import ModelFileError
+from colbert_att_assistant.assistant.llama_server_build import build_llama_server, cached_binary_path
+from colbert_att_assistant.assistant.llm_backends import ChatModel
+from colbert_att_assistant.assistant.llm_server import LLMServerError, LLMServerSettings, start_llm_server
+from colbert_att_assistant.assistant.settings import LLMSettings
 
 BUILD_ENV = "COLBERT_ATT_BUILD_LLAMA_SERVER"
 
@@ -27,9 +27,13 @@ BUILD_ENV = "COLBERT_ATT_BUILD_LLAMA_SERVER"
 @pytest.fixture(scope="module")
 def binary() -> str:
     # Building llama-server from source takes about 16 CPU-minutes, more than half of CI's 30-minute budget on
-    # 2 cores: the tests run where it is built (`python -m assistant.llama_server_build`) or when asked to build it.
+    # 2 cores: the tests run where it is built (`python -m colbert_att_assistant.assistant.llama_server_build`) or when
+    # asked to build it.
     if not cached_binary_path().is_file() and os.environ.get(BUILD_ENV) != "1":
-        pytest.skip(f"llama-server is not built; run `python -m assistant.llama_server_build` or set {BUILD_ENV}=1")
+        pytest.skip(
+            "llama-server is not built; run `python -m colbert_att_assistant.assistant.llama_server_build` "
+            f"or set {BUILD_ENV}=1"
+        )
     return str(build_llama_server())
 
 
@@ -135,14 +139,14 @@ def test_a_wrong_binary_path_is_named(tmp_path):
 def test_no_binary_anywhere_says_how_to_build_it(tmp_path, monkeypatch):
     monkeypatch.setenv("COLBERT_ATT_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(LLMServerError, match=r"python -m assistant\.llama_server_build"):
+    with pytest.raises(LLMServerError, match=r"python -m colbert_att_assistant.assistant\.llama_server_build"):
         start_llm_server(LLMServerSettings())
 
 
 def test_the_server_dies_with_the_process_that_started_it(binary):
     script = (
         "import sys, time\n"
-        "from assistant.llm_server import LLMServerSettings, start_llm_server\n"
+        "from colbert_att_assistant.assistant.llm_server import LLMServerSettings, start_llm_server\n"
         f"server = start_llm_server(LLMServerSettings(binary={binary!r}, parallel_slots=1, threads=1, "
         "ctx_per_slot=1024))\n"
         "print(server.process.pid, server.port, flush=True)\n"
@@ -171,7 +175,7 @@ def _exited(pid: int) -> bool:
 
 
 def test_threads_sleep_unless_spinning_is_asked_for(tmp_path):
-    from assistant.llm_server import server_command, server_environment
+    from colbert_att_assistant.assistant.llm_server import server_command, server_environment
 
     quiet = LLMServerSettings(parallel_slots=3, ctx_per_slot=1024)
     command = server_command(tmp_path / "llama-server", tmp_path / "m.gguf", quiet, 8080)

@@ -19,12 +19,12 @@ import httpx
 import pytest
 from llama_index.core.base.llms.types import ChatMessage
 
-from assistant import Assistant
-from assistant.llama_server_build import build_llama_server, cached_binary_path
-from assistant.llm_backends import Cancellation, ChatModel, GenerationCancelled
-from assistant.settings import LLMSettings
-from webapp.services import generation_slots
-from webapp.settings import AppSettings
+from colbert_att_assistant.assistant import Assistant
+from colbert_att_assistant.assistant.llama_server_build import build_llama_server, cached_binary_path
+from colbert_att_assistant.assistant.llm_backends import Cancellation, ChatModel, GenerationCancelled
+from colbert_att_assistant.assistant.settings import LLMSettings
+from colbert_att_assistant.webapp.services import generation_slots
+from colbert_att_assistant.webapp.settings import AppSettings
 
 BUILD_ENV = "COLBERT_ATT_BUILD_LLAMA_SERVER"
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +35,10 @@ QUESTIONS = ("How do I care for cashmere?", "How should I store my pearls?")
 def binary() -> str:
     # As in test_llm_server.py: the build takes about 16 CPU-minutes, so these run where it is built.
     if not cached_binary_path().is_file() and os.environ.get(BUILD_ENV) != "1":
-        pytest.skip(f"llama-server is not built; run `python -m assistant.llama_server_build` or set {BUILD_ENV}=1")
+        pytest.skip(
+            "llama-server is not built; run `python -m colbert_att_assistant.assistant.llama_server_build` "
+            f"or set {BUILD_ENV}=1"
+        )
     return str(build_llama_server())
 
 
@@ -326,4 +329,6 @@ def test_app_without_a_llama_server_binary_says_how_to_build_it(tmp_path):
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(errors) == 1, done.stderr
-    assert "python -m assistant.llama_server_build" in errors[0] and "Traceback" not in done.stderr
+    assert (
+        "python -m colbert_att_assistant.assistant.llama_server_build" in errors[0] and "Traceback" not in done.stderr
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.memory import NO_ANSWER_MARKER, SessionMemory, SQLiteMemory
+from colbert_att_assistant.assistant.memory import NO_ANSWER_MARKER, SessionMemory, SQLiteMemory
 
 
 def words(text: str) -> int:

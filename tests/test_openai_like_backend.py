@@ -12,11 +12,11 @@ import httpx
 import pytest
 from llama_index.core.llms import ChatMessage, MessageRole
 
-from assistant import Assistant, AssistantSettings
-from assistant.bundled_models import QWEN_CODER_05B, bundled_model_path
-from assistant.errors import LLMBackendError
-from assistant.llm_backends import ChatModel
-from assistant.settings import LLMSettings
+from colbert_att_assistant.assistant import Assistant, AssistantSettings
+from colbert_att_assistant.assistant.bundled_models import QWEN_CODER_05B, bundled_model_path
+from colbert_att_assistant.assistant.errors import LLMBackendError
+from colbert_att_assistant.assistant.llm_backends import ChatModel
+from colbert_att_assistant.assistant.settings import LLMSettings
 
 
 def _free_port() -> int:

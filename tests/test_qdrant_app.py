@@ -14,11 +14,11 @@ import typer
 from typer.testing import CliRunner
 
 from app import start_assistant
-from assistant import Assistant, AssistantSettings, Mode
-from knowledge_base.documents_io import KnowledgeBaseError
-from knowledge_base.ingest import main as ingest_main
-from knowledge_base.ingest import open_brand_index
-from retriever.index.qdrant_settings import QdrantNotInstalledError, QdrantSettings
+from colbert_att_assistant.assistant import Assistant, AssistantSettings, Mode
+from colbert_att_assistant.knowledge_base.documents_io import KnowledgeBaseError
+from colbert_att_assistant.knowledge_base.ingest import main as ingest_main
+from colbert_att_assistant.knowledge_base.ingest import open_brand_index
+from colbert_att_assistant.retriever.index.qdrant_settings import QdrantNotInstalledError, QdrantSettings
 
 DOCUMENTS = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents"
 # A few documents keep the indexing short; the question's answer is in the first.
@@ -41,7 +41,7 @@ def settings_for(root: Path, documents: Path) -> AssistantSettings:
 
 
 def test_the_chat_app_answers_from_qdrant_by_one_setting(tmp_path, monkeypatch, encoder, chat_model, start_app):
-    from retriever.index.qdrant_index import QdrantMultiVectorIndex
+    from colbert_att_assistant.retriever.index.qdrant_index import QdrantMultiVectorIndex
 
     monkeypatch.setenv("ASSISTANT_RETRIEVAL__QDRANT__LOCATION", str(tmp_path / "qdrant"))
     settings = settings_for(tmp_path, documents_folder(tmp_path, SUBSET))
@@ -85,7 +85,7 @@ def test_the_chat_app_answers_from_qdrant_by_one_setting(tmp_path, monkeypatch, 
 
 
 def test_the_ingest_command_indexes_where_the_settings_say(tmp_path, monkeypatch, encoder):
-    from retriever.index.qdrant_index import QdrantMultiVectorIndex
+    from colbert_att_assistant.retriever.index.qdrant_index import QdrantMultiVectorIndex
 
     documents = documents_folder(tmp_path, ["care/care-calfskin.md"])
     monkeypatch.setenv("ASSISTANT_RETRIEVAL__QDRANT__LOCATION", str(tmp_path / "qdrant"))
@@ -106,7 +106,9 @@ def test_the_ingest_command_indexes_where_the_settings_say(tmp_path, monkeypatch
 
 def test_without_an_index_the_assistant_names_the_command_that_builds_it(tmp_path, monkeypatch, encoder):
     settings = settings_for(tmp_path, DOCUMENTS)
-    with pytest.raises(KnowledgeBaseError, match=r"python -m knowledge_base\.ingest --documents .* --index-dir"):
+    with pytest.raises(
+        KnowledgeBaseError, match=r"python -m colbert_att_assistant.knowledge_base\.ingest --documents .* --index-dir"
+    ):
         Assistant.from_settings(settings, encoder=encoder)
     monkeypatch.setenv("ASSISTANT_RETRIEVAL__QDRANT__LOCATION", str(tmp_path / "qdrant"))
     with pytest.raises(KnowledgeBaseError, match=r"no Qdrant collection .* --from-settings"):
@@ -117,12 +119,12 @@ def test_without_an_index_the_assistant_names_the_command_that_builds_it(tmp_pat
 
 
 def test_a_missing_qdrant_client_is_named_with_its_install_command(monkeypatch, encoder):
-    from retriever.index.factory import new_index
+    from colbert_att_assistant.retriever.index.factory import new_index
 
     # As if the optional extra were not installed: importing qdrant_client fails.
     monkeypatch.setitem(sys.modules, "qdrant_client", None)
-    monkeypatch.delitem(sys.modules, "retriever.index.qdrant_index", raising=False)
-    monkeypatch.delitem(sys.modules, "retriever.index.qdrant_filters", raising=False)
+    monkeypatch.delitem(sys.modules, "colbert_att_assistant.retriever.index.qdrant_index", raising=False)
+    monkeypatch.delitem(sys.modules, "colbert_att_assistant.retriever.index.qdrant_filters", raising=False)
     with pytest.raises(QdrantNotInstalledError, match=r'pip install -e "\.\[qdrant\]"'):
         new_index(encoder, qdrant=QdrantSettings())
     with pytest.raises(QdrantNotInstalledError, match="leave retrieval.qdrant unset"):

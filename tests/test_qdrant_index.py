@@ -10,19 +10,25 @@ import yaml
 from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
 
-from retriever import ColBERTAttEncoder, EncoderSettings, IndexMismatchError, InvalidDocumentError, MultiVectorIndex
-from retriever.filters import metadata_matches
-from retriever.index import DocumentInput
-from retriever.index.qdrant_index import (
+from colbert_att_assistant.retriever import (
+    ColBERTAttEncoder,
+    EncoderSettings,
+    IndexMismatchError,
+    InvalidDocumentError,
+    MultiVectorIndex,
+)
+from colbert_att_assistant.retriever.filters import metadata_matches
+from colbert_att_assistant.retriever.index import DocumentInput
+from colbert_att_assistant.retriever.index.qdrant_index import (
     QdrantMultiVectorIndex,
     QdrantSettings,
     QdrantUnavailableError,
     UnsupportedFilterError,
     point_id,
 )
-from retriever.llama_retriever import ColBERTAttRetriever
-from retriever.scoring import ScoringMode
-from retriever.settings import AttentionStrategy, IndexSettings, StorageSettings
+from colbert_att_assistant.retriever.llama_retriever import ColBERTAttRetriever
+from colbert_att_assistant.retriever.scoring import ScoringMode
+from colbert_att_assistant.retriever.settings import AttentionStrategy, IndexSettings, StorageSettings
 from tests.conftest import REPO
 
 QUERIES = [

@@ -8,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 
-from retriever import ColBERTAttEncoder, EncoderSettings
-from retriever.errors import ColBERTAttError
-from retriever.index.multivector_index import MultiVectorIndex
-from retriever.settings import AttentionScaling, AttentionStrategy, IndexSettings
+from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings
+from colbert_att_assistant.retriever.errors import ColBERTAttError
+from colbert_att_assistant.retriever.index.multivector_index import MultiVectorIndex
+from colbert_att_assistant.retriever.settings import AttentionScaling, AttentionStrategy, IndexSettings
 
 # The tolerance the float32 backends are held to (benchmarks/query_encoding.py states the same).
 MAX_VECTOR_DIFFERENCE = 1e-5

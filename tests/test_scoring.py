@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from retriever.scoring import CandidateBatch, ScoringMode, score_batch
+from colbert_att_assistant.retriever.scoring import CandidateBatch, ScoringMode, score_batch
 
 
 def naive_score(q, qw, docs, mode: ScoringMode, length_words=150.0, fixed_delta=False):

@@ -12,11 +12,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from retriever import ColBERTAttEncoder, EncoderSettings, MultiVectorIndex
-from retriever.checkpoint import CheckpointLayout, inspect_checkpoint, load_checkpoint
-from retriever.errors import CheckpointError
-from retriever.training.config import TrainingConfig, TrainingConfigError, build_config, read_config_file
-from retriever.training.train import METRICS_FILE, Trainer, app, train
+from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings, MultiVectorIndex
+from colbert_att_assistant.retriever.checkpoint import CheckpointLayout, inspect_checkpoint, load_checkpoint
+from colbert_att_assistant.retriever.errors import CheckpointError
+from colbert_att_assistant.retriever.training.config import (
+    TrainingConfig,
+    TrainingConfigError,
+    build_config,
+    read_config_file,
+)
+from colbert_att_assistant.retriever.training.train import METRICS_FILE, Trainer, app, train
 
 PAIRS = [
     (
@@ -262,7 +267,7 @@ def test_the_example_recipe_is_valid():
 
 
 def test_a_beir_train_split_gets_bm25_mined_negatives_that_exclude_judged_documents(tmp_path):
-    from retriever.training.data import beir_source
+    from colbert_att_assistant.retriever.training.data import beir_source
 
     folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)

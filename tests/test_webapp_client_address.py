@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import IPvAnyNetwork, TypeAdapter
 
-from assistant.memory import SQLiteMemory
-from webapp.client_address import client_address
-from webapp.login_throttle import LoginThrottle
-from webapp.sessions import SessionOwner, SessionRegistry
+from colbert_att_assistant.assistant.memory import SQLiteMemory
+from colbert_att_assistant.webapp.client_address import client_address
+from colbert_att_assistant.webapp.login_throttle import LoginThrottle
+from colbert_att_assistant.webapp.sessions import SessionOwner, SessionRegistry
 
 NETWORKS = TypeAdapter(list[IPvAnyNetwork])
 

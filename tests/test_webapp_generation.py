@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from assistant.llm_backends import Cancellation, GenerationCancelled
-from webapp.generation import Failed, Finished, GenerationQueue, Queued, QueueFull
+from colbert_att_assistant.assistant.llm_backends import Cancellation, GenerationCancelled
+from colbert_att_assistant.webapp.generation import Failed, Finished, GenerationQueue, Queued, QueueFull
 
 
 class Recorder:

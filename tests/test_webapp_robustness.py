@@ -12,7 +12,7 @@ import threading
 import httpx
 import pytest
 
-from assistant import Mode
+from colbert_att_assistant.assistant import Mode
 
 STAFF = ("staff", "correct horse")
 QUESTION = "How do I care for cashmere?"

@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from assistant.brand import BRANDS_DIR, BrandProfile
-from webapp.brand_view import brand_css, contact_actions, tel_href
-from webapp.openai_door import Renumber, slug
-from webapp.passages import compact_label, markdown_html, passage_body
-from webapp.widget import embed_page, panel_page, passage_html
+from colbert_att_assistant.assistant.brand import BRANDS_DIR, BrandProfile
+from colbert_att_assistant.webapp.brand_view import brand_css, contact_actions, tel_href
+from colbert_att_assistant.webapp.openai_door import Renumber, slug
+from colbert_att_assistant.webapp.passages import compact_label, markdown_html, passage_body
+from colbert_att_assistant.webapp.widget import embed_page, panel_page, passage_html
 
 CORVANE = BrandProfile.load(BRANDS_DIR / "maison-corvane.yaml")
 WIX = BrandProfile.load(BRANDS_DIR / "wix-help-centre.yaml")

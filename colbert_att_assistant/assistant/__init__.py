@@ -1,0 +1,11 @@
+"""The LLM answer generator: a conversation turn in, a cited answer or an honest "I don't know" out.
+
+from colbert_att_assistant.assistant import Assistant, AssistantSettings
+assistant = Assistant.from_settings(AssistantSettings.load())
+answer = assistant.answer("How do I care for my calfskin wallet after it gets wet?")
+"""
+
+from colbert_att_assistant.assistant.engine import AnswerStream, Assistant, AssistantAnswer, Citation
+from colbert_att_assistant.assistant.settings import AssistantSettings, LLMBackend, Mode
+
+__all__ = ["AnswerStream", "Assistant", "AssistantAnswer", "AssistantSettings", "Citation", "LLMBackend", "Mode"]

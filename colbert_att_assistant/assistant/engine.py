@@ -1,0 +1,394 @@
+"""The assistant: a conversation turn in, a cited answer (streamed) or an honest "I don't know" out.
+
+One turn, evidence first:
+1. check the message;
+2. join a follow-up with the client's previous message, or a question with the statement before it (`follow_up.py`);
+3. retrieve (customer mode sees only `audience: public` chunks, enforced by the retriever's metadata filter);
+4. pick the few sentences, list items and table rows of those passages that the ColBERT-Att token alignment finds
+   for the question (`evidence.py`); abstain when retrieval or evidence is below its calibrated threshold;
+5. prompt with that evidence only (`prompts.py`) and stream the draft through `answer_check.py`: a sentence is
+   shown only once its citations, its numbers and its support by the cited passages are checked;
+6. if nothing of the draft survives, answer with the evidence itself, quoted and cited (an extractive answer is
+   grounded by construction): always when the draft drifted from its sources, and only above a higher calibrated
+   evidence threshold when the model replied that the sources do not say; otherwise abstain with the handoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
+from pydantic import BaseModel, Field
+
+from colbert_att_assistant.assistant.abstention import AbstentionCalibration
+from colbert_att_assistant.assistant.answer_check import DraftChecker
+from colbert_att_assistant.assistant.brand import BrandProfile
+from colbert_att_assistant.assistant.citations import NumberMismatch
+from colbert_att_assistant.assistant.evidence import Evidence, evidence_for
+from colbert_att_assistant.assistant.explanations import SourceExplanation, explain_hit
+from colbert_att_assistant.assistant.follow_up import standalone_question
+from colbert_att_assistant.assistant.grounding_note import grounding_note
+from colbert_att_assistant.assistant.llm_backends import ChatModel
+from colbert_att_assistant.assistant.memory import SessionMemory
+from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
+from colbert_att_assistant.assistant.settings import AnswerStyle, AssistantSettings, Mode
+from colbert_att_assistant.grounding import GroundingJudge
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, EncodedText
+from colbert_att_assistant.retriever.index import BaseMultiVectorIndex, SearchHit
+from colbert_att_assistant.retriever.scoring import ScoringMode
+
+logger = logging.getLogger(__name__)
+
+AbstainReason = Literal["invalid_message", "weak_retrieval", "weak_evidence", "no_sources", "model_declined",
+                        "unsupported_answer"]  # fmt: skip
+# How the text shown was made: by the model (checked sentence by sentence), quoted from the evidence, or neither.
+AnswerPath = Literal["generated", "extractive", "abstained", "invalid"]
+PUBLIC_ONLY = MetadataFilters(filters=[MetadataFilter(key="audience", value="public", operator=FilterOperator.EQ)])
+# Evidence units quoted when the draft is replaced by the evidence itself.
+EXTRACTIVE_UNITS = 2
+
+
+class Citation(BaseModel):
+    number: int
+    node_id: str
+    document_id: str
+    title: str
+    section: str
+    source_path: str
+    audience: str
+    score: float
+    text: str
+    explanation: SourceExplanation | None = Field(
+        default=None, description="Staff mode only: why the passage was found (matched words, token matches)."
+    )
+
+
+class AssistantAnswer(BaseModel):
+    """One answered turn: what the chat widget shows and what the feedback log keeps."""
+
+    text: str
+    abstained: bool
+    abstain_reason: AbstainReason | None = None
+    answer_path: AnswerPath = "generated"
+    citations: list[Citation] = Field(default_factory=list, description="Sources the answer cites, in order.")
+    sources: list[Citation] = Field(default_factory=list, description="Every source retrieved for the turn.")
+    evidence: list[str] = Field(default_factory=list, description="The lines of the sources the model was shown.")
+    question: str
+    standalone_question: str
+    mode: Mode
+    top_score: float | None = None
+    evidence_score: float | None = None
+    removed_citations: list[int] = Field(default_factory=list, description="Invented source numbers, removed.")
+    attributed_citations: list[int] = Field(default_factory=list, description="Added where the model cited none.")
+    number_mismatches: list[NumberMismatch] = Field(
+        default_factory=list, description="Numbers of the draft not in its sources; their sentences were not shown."
+    )
+    dropped_sentences: list[str] = Field(default_factory=list, description="Draft sentences not shown, and why.")
+    grounding_note: str | None = Field(
+        default=None, description="A warning for the reader when the shown answer is weakly supported by its sources."
+    )
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+def _citation(number: int, hit: SearchHit, explanation: SourceExplanation | None = None) -> Citation:
+    metadata = hit.metadata
+    return Citation(
+        number=number,
+        node_id=hit.id,
+        document_id=str(metadata.get("document_id", hit.id)),
+        title=str(metadata.get("title", "")),
+        section=str(metadata.get("header_path", "")),
+        source_path=str(metadata.get("source_path", "")),
+        audience=str(metadata.get("audience", "")),
+        score=hit.normalised_score,
+        text=hit.text,
+        explanation=explanation,
+    )
+
+
+def validate_message(message: Any, max_chars: int, brand: BrandProfile) -> str | None:
+    """A polite reply for a message that cannot be answered, or None when it is fine."""
+    strings = brand.strings
+    if not isinstance(message, str):
+        return strings.not_text
+    stripped = message.strip()
+    if not stripped or not any(character.isalnum() for character in stripped):
+        return strings.empty_message
+    if len(stripped) > max_chars:
+        return strings.too_long.format(length=len(stripped), limit=max_chars)
+    return None
+
+
+def extractive_answer(evidence: Evidence, lead: str, units: int = EXTRACTIVE_UNITS) -> str:
+    """The best evidence units, quoted with their source numbers, in the order they stand in their passages."""
+    best = sorted(evidence.units, key=lambda unit: -unit.score)[:units]
+    lines = []
+    for unit in sorted(best, key=lambda u: (u.source_number, u.position)):
+        text = unit.text.rstrip()
+        ending = text[-1] if text and text[-1] in ".!?" else "."
+        lines.append(f"- {text.rstrip('.!?')} [{unit.source_number}]{ending}")
+    return "\n".join([lead, *lines])
+
+
+class AnswerStream:
+    """Iterate for text deltas. `sources` is known before the first token; `answer` once iteration ends."""
+
+    def __init__(self, sources: list[Citation], standalone_question: str, deltas: Iterator[str], finish):
+        self.sources = sources
+        self.standalone_question = standalone_question
+        self._deltas = deltas
+        self._finish = finish
+        self._answer: AssistantAnswer | None = None
+        self.model_draft: list[str] = []  # the model's raw text, for diagnosis
+
+    def __iter__(self) -> Iterator[str]:
+        parts: list[str] = []
+        for delta in self._deltas:
+            parts.append(delta)
+            yield delta
+        final = self._finish("".join(parts))
+        if not parts:
+            # Nothing of the draft passed its checks: the client reads the quoted evidence or the handoff instead.
+            yield final.text
+        self._answer = final
+
+    def close(self) -> None:
+        """Stop generating (a client went away): the model is released and no answer is recorded."""
+        close = getattr(self._deltas, "close", None)
+        if close is not None:
+            close()
+
+    @property
+    def answer(self) -> AssistantAnswer:
+        if self._answer is None:
+            for _ in self:
+                pass
+        assert self._answer is not None
+        return self._answer
+
+
+class Assistant:
+    def __init__(
+        self,
+        retriever_index: BaseMultiVectorIndex,
+        chat_model: ChatModel,
+        settings: AssistantSettings | None = None,
+        calibration: AbstentionCalibration | None = None,
+        memory: SessionMemory | None = None,
+        judge: GroundingJudge | None = None,
+        brand: BrandProfile | None = None,
+    ):
+        self.settings = settings or AssistantSettings.load()
+        self.brand = brand or self.settings.brand()
+        self.index = retriever_index
+        self.chat_model = chat_model
+        self.memory = memory or SessionMemory(
+            self.settings.chat.memory_token_limit, chat_model.count_tokens, self.settings.chat.max_sessions
+        )
+        self.judge = judge or GroundingJudge.load_default(encoder=retriever_index.encoder)
+        calibration = calibration or AbstentionCalibration.load()
+        retrieval = self.settings.retrieval
+
+        def threshold(configured: float | None, calibrated: str) -> float:
+            if configured is not None:
+                return configured
+            return float(getattr(calibration, calibrated)) if calibration else 0.0
+
+        self.min_score_to_answer = threshold(retrieval.min_score_to_answer, "min_score_to_answer")
+        self.min_evidence_to_answer = threshold(retrieval.min_evidence_to_answer, "min_evidence_to_answer")
+        self.min_evidence_for_extract = threshold(retrieval.min_evidence_for_extract, "min_evidence_for_extract")
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: AssistantSettings | None = None,
+        encoder: ColBERTAttEncoder | None = None,
+        chat_model: ChatModel | None = None,
+        index: BaseMultiVectorIndex | None = None,
+    ) -> Assistant:
+        """The assistant on `index`, or on the brand's index where the settings put it (a folder, or a Qdrant
+        collection), which must already exist: the app indexes the brand's documents first
+        (`colbert_att_assistant.knowledge_base.ingest.index_brand_documents`), and so can a benchmark or a test."""
+        from colbert_att_assistant.knowledge_base.ingest import (
+            open_brand_index,  # the knowledge base sits above the assistant's settings
+        )
+
+        settings = settings or AssistantSettings.load()
+        if index is None:
+            index = open_brand_index(settings, encoder)
+        return cls(index, chat_model or ChatModel.from_settings(settings.llm), settings, brand=settings.brand())
+
+    # ---- the steps of one turn ----------------------------------------------------------------------------
+
+    def retrieve(self, query: EncodedText, mode: Mode, scoring: ScoringMode | None = None) -> list[Citation]:
+        """The top passages, numbered from 1; customer mode sees only public ones (a metadata filter of the index,
+        not a rule in the prompt). Staff mode also says why each was found (`Citation.explanation`): that costs a
+        stored-document read and a tokenisation per passage, which customers' turns do not pay."""
+        scoring = scoring or self.settings.retrieval.scoring
+        staff = mode is Mode.STAFF
+        hits = self.index.search(
+            query,
+            top_k=self.settings.retrieval.top_k,
+            mode=scoring,
+            filters=PUBLIC_ONLY if mode is Mode.CUSTOMER else None,
+            explain=staff,
+        )
+        return [
+            _citation(number, hit, explain_hit(hit, self.index, query, scoring) if staff else None)
+            for number, hit in enumerate(hits, start=1)
+        ]
+
+    def evidence(self, query: EncodedText, sources: list[Citation]) -> Evidence:
+        """The lines of `sources` that answer the query, by the token alignment of the score."""
+        passages = [(s.number, s.node_id, s.text) for s in sources]
+        return evidence_for(self.index, query, passages, max_units=self.settings.retrieval.evidence_units)
+
+    def handoff_text(self) -> str:
+        return " ".join(part for part in (self.brand.strings.abstain, self.brand.handoff) if part)
+
+    # ---- public API ---------------------------------------------------------------------------------------
+
+    def stream(
+        self,
+        message: Any,
+        session_id: str | None = None,
+        mode: Mode | str = Mode.CUSTOMER,
+        scoring: ScoringMode | str | None = None,
+    ) -> AnswerStream:
+        mode = Mode(mode)
+        started = time.perf_counter()
+        problem = validate_message(message, self.settings.chat.max_message_chars, self.brand)
+        if problem is not None:
+            text = message if isinstance(message, str) else f"<{type(message).__name__}>"
+            answer = AssistantAnswer(
+                text=problem, abstained=True, abstain_reason="invalid_message", answer_path="invalid",
+                question=text[:200], standalone_question="", mode=mode,
+            )  # fmt: skip
+            return AnswerStream([], "", iter([problem]), lambda _: answer)
+
+        question = message.strip()
+        history = self.memory.history(session_id)
+        standalone = standalone_question(question, history)
+        # One encoding of the question serves retrieval and the evidence alignment.
+        query = self.index.encoder.encode_query(standalone)
+        sources = self.retrieve(query, mode, ScoringMode(scoring) if scoring else None)
+        retrieved_at = time.perf_counter()
+        top_score = sources[0].score if sources else None
+        evidence = self.evidence(query, sources) if sources else None
+        evidence_at = time.perf_counter()
+        timings = {"retrieval": (retrieved_at - started) * 1000, "evidence": (evidence_at - retrieved_at) * 1000}
+        evidence_lines = [f"[{u.source_number}] {u.text}" for u in evidence.units] if evidence else []
+
+        def record(answer: AssistantAnswer) -> AssistantAnswer:
+            self.memory.add_turn(session_id, question, answer.text, abstained=answer.abstained)
+            return answer
+
+        turn = dict(
+            sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone, mode=mode,
+            top_score=top_score, evidence_score=evidence.best_score if evidence else None,
+        )  # fmt: skip
+
+        def abstention(reason: AbstainReason, **extra: Any) -> AssistantAnswer:
+            return AssistantAnswer(
+                text=self.handoff_text(), abstained=True, abstain_reason=reason, answer_path="abstained",
+                **turn, **extra,
+            )  # fmt: skip
+
+        def quotation(**extra: Any) -> AssistantAnswer:
+            """The best evidence lines as the answer, cited (grounded by construction)."""
+            assert evidence is not None
+            text = extractive_answer(evidence, self.brand.strings.extractive_lead)
+            by_number = {s.number: s for s in sources}
+            cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
+            return AssistantAnswer(
+                text=text, abstained=False, answer_path="extractive", citations=[by_number[n] for n in cited],
+                **turn, **extra,
+            )  # fmt: skip
+
+        def finish_without_model(reason: AbstainReason) -> AnswerStream:
+            total = (time.perf_counter() - started) * 1000
+            answer = record(abstention(reason, timings_ms={**timings, "first_token": total, "total": total}))
+            return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
+
+        if evidence is None or not evidence.units:
+            return finish_without_model("no_sources")
+        if top_score is not None and top_score < self.min_score_to_answer:
+            return finish_without_model("weak_retrieval")
+        if evidence.best_score < self.min_evidence_to_answer:
+            return finish_without_model("weak_evidence")
+        if self.settings.retrieval.answer_style == AnswerStyle.QUOTED:
+            # No model: the best lines are the answer when the evidence is strong enough to stand on its own.
+            if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:
+                return finish_without_model("weak_evidence")
+            total = (time.perf_counter() - started) * 1000
+            answer = record(quotation(timings_ms={**timings, "first_token": total, "total": total}))
+            return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
+
+        prompt_sources = [
+            PromptSource(number, units[0].heading, tuple(unit.text for unit in units))
+            for number, units in evidence.by_source().items()
+        ]
+        messages = answer_messages(standalone, prompt_sources, self.brand)
+        checker = DraftChecker({s.number: s.text for s in sources}, self.judge)
+        first_shown: list[float] = []
+        draft: list[str] = []
+
+        def model_deltas() -> Iterator[str]:
+            for delta in self.chat_model.stream(messages):
+                draft.append(delta)
+                yield delta
+
+        def deltas() -> Iterator[str]:
+            for piece in checker.stream(model_deltas()):
+                if not first_shown:
+                    first_shown.append(time.perf_counter())
+                yield piece
+
+        def finish(shown: str) -> AssistantAnswer:
+            ended = time.perf_counter()
+            check = checker.result
+            by_number = {s.number: s for s in sources}
+            dropped = [f"{s.reason}: {s.text}" for s in check.sentences if not s.shown and s.text]
+            checked = dict(
+                removed_citations=check.removed_citations,
+                attributed_citations=check.attributed_citations,
+                number_mismatches=check.number_mismatches,
+                dropped_sentences=dropped,
+            )
+            first = (first_shown[0] if first_shown else ended) - started
+            times = {**timings, "first_token": first * 1000, "total": (ended - started) * 1000}
+            if shown.strip() and check.cited:
+                answer = AssistantAnswer(
+                    text=shown.strip(), abstained=False, answer_path="generated",
+                    citations=[by_number[n] for n in check.cited], timings_ms=times, **turn, **checked,
+                )  # fmt: skip
+                # The sentences passed one by one; the note reads the answer as a whole (quoted evidence needs none).
+                answer.grounding_note = grounding_note(self.judge, answer)
+                return record(answer)
+            # A draft that drifted from its sources still says the model found an answer there: quote the evidence.
+            # A model that declined outright is overruled only by strong evidence.
+            drifted = bool(check.sentences) and not check.declined
+            if drifted or evidence.best_score >= self.min_evidence_for_extract:
+                return record(quotation(timings_ms=times, **checked))
+            reason: AbstainReason = "model_declined" if check.declined else "unsupported_answer"
+            return record(abstention(reason, timings_ms=times, **checked))
+
+        stream = AnswerStream(sources, standalone, deltas(), finish)
+        stream.model_draft = draft
+        return stream
+
+    def answer(
+        self,
+        message: Any,
+        session_id: str | None = None,
+        mode: Mode | str = Mode.CUSTOMER,
+        scoring: ScoringMode | str | None = None,
+    ) -> AssistantAnswer:
+        return self.stream(message, session_id=session_id, mode=mode, scoring=scoring).answer
+
+    def reset(self, session_id: str) -> None:
+        self.memory.clear(session_id)

@@ -1,0 +1,96 @@
+"""FAISS candidate generation: each query token's nearest document tokens name candidate documents.
+
+Every token vector is added with its document's slot as the FAISS id, so a search returns document slots
+directly and `remove_ids(slot)` drops all of a document's tokens. Small collections use an exact flat index;
+large ones an IVF index with 8-bit scalar-quantised codes (candidates only: final scores are exact).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+from colbert_att_assistant.retriever.settings import CandidateSettings
+
+FaissKind = Literal["flat", "ivf"]
+
+
+def choose_kind(settings: CandidateSettings, token_count: int) -> FaissKind:
+    if settings.faiss_kind != "auto":
+        return settings.faiss_kind  # type: ignore[return-value]
+    return "ivf" if token_count > settings.flat_max_tokens else "flat"
+
+
+def default_nlist(token_count: int) -> int:
+    """About 2 * sqrt(tokens), rounded to a power of two, between 64 and 65,536."""
+    target = 2.0 * math.sqrt(max(token_count, 1))
+    return int(min(65536, max(64, 2 ** round(math.log2(target)))))
+
+
+class TokenCandidateIndex:
+    def __init__(self, index: faiss.Index, kind: FaissKind, nprobe: int):
+        self.index = index
+        self.kind = kind
+        self.nprobe = nprobe
+
+    @classmethod
+    def build(
+        cls, dim: int, settings: CandidateSettings, vectors: np.ndarray, slots: np.ndarray, seed: int = 1234
+    ) -> TokenCandidateIndex:
+        """A new index over `vectors` (tokens, dim) whose rows belong to document `slots` (tokens,)."""
+        kind = choose_kind(settings, len(vectors))
+        if kind == "flat":
+            index: faiss.Index = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
+        else:
+            nlist = settings.ivf_nlist or default_nlist(len(vectors))
+            quantizer = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+            # k-means on a fixed-seed sample, few iterations: the lists only need to be good enough for
+            # candidates, and full k-means over millions of tokens takes minutes on two cores.
+            rng = np.random.default_rng(seed)
+            sample_size = min(len(vectors), 40 * nlist)
+            sample = vectors[np.sort(rng.choice(len(vectors), sample_size, replace=False))]
+            index.cp.seed = seed
+            index.cp.niter = 10
+            index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        candidate_index = cls(index, kind, settings.ivf_nprobe)
+        candidate_index.add(vectors, slots)
+        return candidate_index
+
+    @classmethod
+    def read(cls, path: Path, nprobe: int) -> TokenCandidateIndex:
+        index = faiss.read_index(str(path))
+        kind: FaissKind = "ivf" if isinstance(index, faiss.IndexIVF) else "flat"
+        return cls(index, kind, nprobe)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, vectors: np.ndarray, slots: np.ndarray) -> None:
+        if len(vectors):
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(slots, dtype=np.int64)
+            )
+
+    def remove(self, slots: list[int]) -> None:
+        if slots:
+            self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(slots, dtype=np.int64)))
+
+    def search(
+        self, query_vectors: np.ndarray, k: int, allowed_slots: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, slots), each (n_query_tokens, k); slot -1 where fewer than k tokens qualify."""
+        selector = faiss.IDSelectorBatch(allowed_slots.astype(np.int64)) if allowed_slots is not None else None
+        if self.kind == "ivf":
+            params: faiss.SearchParameters = faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        similarities, slots = self.index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k, params=params)
+        return similarities, slots

@@ -1,0 +1,363 @@
+"""The local multi-vector index: documents held in memory-mapped files, candidates from FAISS (exact storage) or
+centroid lists (compressed storage), in-place add / upsert / delete, metadata pre-filters, and atomic persistence.
+
+How the token vectors are stored is one `TokenStorage` (`token_storage.py`), chosen by `settings.storage.codec`;
+this module owns the documents, their slots, the filters and the on-disk generation (`manifest.py`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from llama_index.core.vector_stores.types import MetadataFilters
+
+from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, EncodedText
+from colbert_att_assistant.retriever.errors import ColBERTAttError, InvalidDocumentError
+from colbert_att_assistant.retriever.filters import metadata_matches
+from colbert_att_assistant.retriever.index.base import (
+    VECTOR_AFFECTING_FIELDS,
+    BaseMultiVectorIndex,
+    Candidates,
+    DocumentInput,
+    SearchHit,
+    StoredDocument,
+    TokenMatch,
+    check_compatible,
+    coerce_documents,
+    pruned_tokens,
+)
+from colbert_att_assistant.retriever.index.compression import default_centroid_count
+from colbert_att_assistant.retriever.index.exact_tokens import ExactTokenStore
+from colbert_att_assistant.retriever.index.integrity import IntegrityCheck, Verification, unusable
+from colbert_att_assistant.retriever.index.manifest import IndexManifest
+from colbert_att_assistant.retriever.index.residual_tokens import ResidualTokenStore
+from colbert_att_assistant.retriever.index.storage import (
+    jsonl_writer,
+    next_generation,
+    read_document_lines,
+    read_manifest,
+    write_generation,
+)
+from colbert_att_assistant.retriever.index.token_storage import TokenStorage
+from colbert_att_assistant.retriever.settings import CandidateSettings, IndexSettings, StorageSettings
+
+__all__ = [
+    "MEMORY_MAPPED_FILES",
+    "VECTOR_AFFECTING_FIELDS",
+    "DocumentInput",
+    "MultiVectorIndex",
+    "SearchHit",
+    "StoredDocument",
+    "TokenMatch",
+    "coerce_documents",
+    "pruned_tokens",
+]
+
+TOKEN_STORAGE: dict[str, type[TokenStorage]] = {
+    kind.format_name: kind for kind in (ExactTokenStore, ResidualTokenStore)
+}
+# Files `load` memory-maps rather than reads, per storage codec (see `TokenStorage.memory_mapped_files`).
+MEMORY_MAPPED_FILES = {name: set(kind.memory_mapped_files) for name, kind in TOKEN_STORAGE.items()}
+
+
+class MultiVectorIndex(BaseMultiVectorIndex):
+    """Token vectors per document, searched by FAISS or centroid-list candidates then re-ranked exactly."""
+
+    def __init__(self, encoder: ColBERTAttEncoder, settings: IndexSettings | None = None):
+        settings = settings or IndexSettings()
+        self.encoder = encoder
+        self.settings = settings.model_copy(update={"encoder": encoder.settings})
+        storage = self.settings.storage
+        self.token_storage: TokenStorage = TOKEN_STORAGE[storage.codec](encoder.dim, storage, len(encoder.tokenizer))
+        self._documents: dict[int, StoredDocument] = {}
+        self._slot_by_id: dict[str, int] = {}
+        self._next_slot = 0
+        self._created_at = datetime.now(UTC)
+        self._allowed_cache: dict[str, np.ndarray] = {}  # cleared by every change
+        self._integrity: IntegrityCheck | None = None  # set by load()
+
+    # ---- inspection ---------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._documents)
+
+    def __contains__(self, document_id: object) -> bool:
+        return document_id in self._slot_by_id
+
+    @property
+    def token_count(self) -> int:
+        return sum(len(d.weights) for d in self._documents.values())
+
+    @property
+    def compressed(self) -> bool:
+        return isinstance(self.token_storage, ResidualTokenStore)
+
+    @property
+    def faiss_kind(self) -> str | None:
+        return self.token_storage.candidate_kind
+
+    def document_ids(self) -> list[str]:
+        return [self._documents[slot].id for slot in sorted(self._documents)]
+
+    def get(self, document_id: str) -> StoredDocument:
+        if document_id not in self._slot_by_id:
+            raise InvalidDocumentError(f"No document with id {document_id!r} in the index.")
+        return self._documents[self._slot_by_id[document_id]]
+
+    def _ordered(self) -> list[StoredDocument]:
+        return [self._documents[s] for s in sorted(self._documents)]
+
+    # ---- changes ------------------------------------------------------------------------------------------
+
+    def update_metadata(self, document_id: str, metadata: dict[str, Any]) -> None:
+        self.get(document_id).metadata = dict(metadata)
+        self._allowed_cache.clear()
+
+    def _present(self, document_ids: list[str]) -> set[str]:
+        return {i for i in document_ids if i in self._slot_by_id}
+
+    def _delete(self, document_ids: list[str]) -> None:
+        self._remove([self._slot_by_id[i] for i in document_ids])
+
+    def _store(self, batch: list[DocumentInput], encoded: list[EncodedText]) -> None:
+        self._remove([self._slot_by_id[d.id] for d in batch if d.id in self._slot_by_id])
+        if not batch:
+            return
+        new_documents = []
+        for document, item, tokens in zip(batch, encoded, self.token_storage.stored_tokens(encoded), strict=True):
+            stored = StoredDocument(
+                self._next_slot, document.id, document.text, dict(document.metadata), item.n_words, *tokens
+            )
+            self._documents[stored.slot] = stored
+            self._slot_by_id[stored.id] = stored.slot
+            self._next_slot += 1
+            new_documents.append(stored)
+        self.token_storage.added(new_documents, self._ordered, self.token_count, self.settings.candidates)
+        self._allowed_cache.clear()
+
+    def _remove(self, slots: list[int]) -> None:
+        if not slots:
+            return
+        for slot in slots:
+            del self._slot_by_id[self._documents.pop(slot).id]
+        self.token_storage.removed(slots)
+        self._allowed_cache.clear()
+
+    def train_codec(self, sample_vectors: np.ndarray) -> None:
+        """Learn the residual_pq centroids and codebooks (done by the first insert unless called before)."""
+        if not isinstance(self.token_storage, ResidualTokenStore):
+            raise ColBERTAttError(f"A {self.settings.storage.codec} index has no codec to train.")
+        self.token_storage.train_on_first_batch(sample_vectors)
+
+    # ---- search -------------------------------------------------------------------------------------------
+
+    def _all_slots(self) -> np.ndarray:
+        return np.array(sorted(self._documents), dtype=np.int64)
+
+    def _allowed_slots(self, filters: MetadataFilters | None) -> np.ndarray | None:
+        if filters is None or not filters.filters:
+            return None
+        key = filters.model_dump_json()
+        if key not in self._allowed_cache:
+            self._allowed_cache[key] = np.array(
+                sorted(s for s, d in self._documents.items() if metadata_matches(d.metadata, filters)),
+                dtype=np.int64,
+            )
+        return self._allowed_cache[key]
+
+    def _candidate_slots(self, query: EncodedText, allowed: np.ndarray | None, top_k: int) -> np.ndarray:
+        """The slots to score exactly: the storage's candidates, or every allowed slot for a small pool or when
+        the candidates are too few."""
+        settings = self.settings.candidates
+        pool_size = len(self._documents) if allowed is None else len(allowed)
+        slots = None
+        if pool_size > max(settings.exact_below_documents, top_k):
+            slots = self.token_storage.candidate_slots(query, allowed, top_k, self._next_slot, settings)
+        if slots is None:
+            return self._all_slots() if allowed is None else allowed
+        return slots
+
+    def _before_search(self) -> None:
+        if self._integrity is not None:
+            self._integrity.raise_if_failed()  # a memory-mapped file failed its background checksum
+
+    def _candidates(
+        self, query: EncodedText, top_k: int, filters: MetadataFilters | None, exhaustive: bool
+    ) -> Candidates:
+        allowed = self._allowed_slots(filters)
+        if not self._documents or (allowed is not None and len(allowed) == 0):
+            return Candidates([], np.zeros(0, np.int64))
+        if exhaustive:
+            slots = self._all_slots() if allowed is None else allowed
+        else:
+            slots = self._candidate_slots(query, allowed, top_k)
+        # Ties break on slot order (insertion order) so that results are deterministic.
+        return Candidates([self._documents[int(s)] for s in slots], np.asarray(slots))
+
+    def _token_vectors(self, documents: list[StoredDocument]) -> torch.Tensor:
+        return self.token_storage.token_vectors(documents)
+
+    def _query_in_storage_space(self, query: EncodedText) -> np.ndarray:
+        return self.token_storage.query_vectors(query)
+
+    # ---- another storage kind -----------------------------------------------------------------------------
+
+    def converted(self, storage: StorageSettings, batch_documents: int = 512) -> MultiVectorIndex:
+        """A copy of this index with its tokens stored another way (compressed, pruned), without re-encoding.
+
+        The source must hold exact bfloat16 vectors: recompressing decoded vectors would add a second error.
+        The residual_pq codebooks learn from a sample of `storage.training_tokens` tokens of the whole collection.
+        """
+        if not isinstance(self.token_storage, ExactTokenStore):
+            raise ColBERTAttError("Convert from a bfloat16 index: this one is already compressed.")
+        converted = MultiVectorIndex(self.encoder, self.settings.model_copy(update={"storage": storage}))
+        converted._created_at = self._created_at
+        ordered = self._ordered()
+        target = converted.token_storage
+        if isinstance(target, ResidualTokenStore) and ordered:
+            lengths = np.array([len(d.weights) for d in ordered])
+            sample = np.concatenate([_exact_tokens(ordered[p]).vectors for p in _document_sample(lengths, storage)])
+            n_centroids = storage.centroids or default_centroid_count(int(lengths.sum()), storage.training_tokens)
+            target.train(sample, n_centroids)
+        for start in range(0, len(ordered), batch_documents):
+            documents = ordered[start : start + batch_documents]
+            converted._store(
+                [DocumentInput(id=d.id, text=d.text, metadata=d.metadata) for d in documents],
+                [pruned_tokens(_exact_tokens(d), storage.prune_fraction) for d in documents],
+            )
+        return converted
+
+    # ---- persistence --------------------------------------------------------------------------------------
+
+    def persist(self, directory: str | Path) -> IndexManifest:
+        """Write the index to `directory` atomically: a reader always sees the previous or the new state."""
+        directory = Path(directory)
+        ordered = self._ordered()
+        token_count = sum(len(d.weights) for d in ordered)
+        writers = self.token_storage.file_writers(ordered, token_count, self.settings.candidates)
+        writers["documents"] = (
+            "jsonl",
+            jsonl_writer(
+                {
+                    "slot": d.slot,
+                    "id": d.id,
+                    "n_words": d.n_words,
+                    "n_tokens": len(d.weights),
+                    "text": d.text,
+                    "metadata": d.metadata,
+                }
+                for d in ordered
+            ),
+        )
+        manifest = IndexManifest(
+            generation=next_generation(directory),
+            created_at=self._created_at,
+            model=self.model_identity(),
+            settings=self.settings,
+            vector_dtype=self.settings.storage.codec.value,
+            faiss_kind=self.faiss_kind or "flat",
+            document_count=len(ordered),
+            token_count=token_count,
+            next_slot=self._next_slot,
+            files={},
+        )
+        return write_generation(directory, manifest, writers)
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        encoder: ColBERTAttEncoder | None = None,
+        candidate_settings: CandidateSettings | None = None,
+        verification: Verification | str = Verification.AUTO,
+    ) -> MultiVectorIndex:
+        """Load the last complete generation. Fails clearly on a different model or encoder settings, and with
+        IndexCorruptError on a file that is missing, resized or fails its checksum (`verification`: when the
+        memory-mapped token arrays are hashed, see `integrity.py`; `wait_verified()` waits for a background check).
+
+        `candidate_settings` (nprobe, neighbours, re-rank depth...) default to `CandidateSettings()`.
+        """
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        # Checked before an encoder is built: a damaged index is reported at once, in one line.
+        integrity = IntegrityCheck.start(
+            directory, manifest, MEMORY_MAPPED_FILES[manifest.vector_dtype], Verification(verification)
+        )
+        if encoder is None:
+            encoder = ColBERTAttEncoder(manifest.settings.encoder)
+        check_compatible(str(directory), manifest.model, manifest.settings, encoder)
+        # Search-time candidate settings are today's defaults unless given: the manifest only records the ones
+        # in force when the index was written (its candidate structure itself is on disk).
+        settings = manifest.settings.model_copy(update={"candidates": candidate_settings or CandidateSettings()})
+        index = cls(encoder, settings)
+        index._created_at = manifest.created_at
+        index._next_slot = manifest.next_slot
+        index._integrity = integrity
+        files = {key: directory / entry.name for key, entry in manifest.files.items()}
+        try:
+            lines = read_document_lines(files["documents"])
+            columns = index.token_storage.read(files, manifest.document_count > 0, settings.candidates)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise unusable(directory, f"{directory}: cannot read index data ({exc}).") from exc
+        lengths = {key: len(column) for key, column in columns.items()}
+        if any(n != manifest.token_count for n in lengths.values()) or len(lines) != manifest.document_count:
+            raise unusable(
+                directory,
+                f"{directory}: data does not match the manifest (rows per token array {lengths}, {len(lines)} "
+                f"documents; manifest says {manifest.token_count} tokens, {manifest.document_count} documents).",
+            )
+        try:
+            index._add_loaded_documents(lines, columns)
+        except (KeyError, TypeError, ValueError) as exc:  # only if an old index without checksums is damaged
+            raise unusable(directory, f"{files['documents']}: a document line is malformed ({exc!r}).") from exc
+        if index.token_count != manifest.token_count:
+            raise unusable(directory, f"{directory}: token counts in documents and token arrays disagree.")
+        candidate_tokens = index.token_storage.candidate_token_count()
+        if candidate_tokens is not None and candidate_tokens != manifest.token_count:
+            raise unusable(directory, f"{directory}: the FAISS index and the token arrays disagree on token counts.")
+        return index
+
+    def wait_verified(self, timeout: float | None = None) -> bool:
+        """Wait for a background checksum check of the loaded files (True when done; IndexCorruptError if failed)."""
+        return True if self._integrity is None else self._integrity.wait(timeout)
+
+    def _add_loaded_documents(self, lines: list[dict], columns: dict[str, Any]) -> None:
+        offset = 0
+        for line in lines:
+            end = offset + int(line["n_tokens"])
+            tokens = self.token_storage.fields({key: column[offset:end] for key, column in columns.items()})
+            document = StoredDocument(
+                int(line["slot"]), line["id"], line["text"], line["metadata"], int(line["n_words"]), *tokens
+            )
+            self._documents[document.slot] = document
+            self._slot_by_id[document.id] = document.slot
+            offset = end
+
+
+def _exact_tokens(document: StoredDocument) -> EncodedText:
+    """A stored bfloat16 document's tokens as an encoding (exactly the stored values, before any pruning)."""
+    assert document.vectors is not None
+    return EncodedText(
+        vectors=document.vectors.float().numpy(),
+        weights=np.asarray(document.weights, dtype=np.float32),
+        token_ids=np.asarray(document.token_ids),
+        n_words=document.n_words,
+        truncated=False,
+    )
+
+
+def _document_sample(lengths: np.ndarray, storage: StorageSettings) -> list[int]:
+    """Whole documents drawn at random until `storage.training_tokens` tokens are in: an unbiased sample of the
+    collection for training a codec. Positions in document order."""
+    rng = np.random.default_rng(1234)
+    chosen, total = [], 0
+    for position in rng.permutation(len(lengths)):
+        chosen.append(int(position))
+        total += lengths[position]
+        if total >= storage.training_tokens:
+            break
+    return sorted(chosen)

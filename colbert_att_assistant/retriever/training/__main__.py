@@ -1,0 +1,3 @@
+from colbert_att_assistant.retriever.training.train import app
+
+app()

@@ -1,3 +1,0 @@
-from retriever.cli import app
-
-app(prog_name="python -m retriever")

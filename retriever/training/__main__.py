@@ -1,3 +1,0 @@
-from retriever.training.train import app
-
-app()
