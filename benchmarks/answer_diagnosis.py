@@ -44,7 +44,7 @@ from benchmarks.assistant_eval import (
     rate,
 )
 from colbert_att_assistant.assistant.answer_scoring import OUTCOMES, score_answer
-from colbert_att_assistant.assistant.engine import Assistant, AssistantAnswer
+from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
 from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion, load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents

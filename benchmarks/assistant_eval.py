@@ -27,7 +27,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from colbert_att_assistant.assistant.engine import Assistant, AssistantAnswer
+from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
 from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion, load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents

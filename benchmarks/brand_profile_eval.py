@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.answer_diagnosis import read_checkpoint
 from colbert_att_assistant.assistant.brand import BRANDS_DIR, BrandProfile
-from colbert_att_assistant.assistant.engine import Assistant, AssistantAnswer
+from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
 from colbert_att_assistant.assistant.grounding_note import judge_turn
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents

@@ -23,7 +23,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from colbert_att_assistant.assistant.answer_scoring import missing_facts
-from colbert_att_assistant.assistant.engine import PUBLIC_ONLY
+from colbert_att_assistant.assistant.chat import PUBLIC_ONLY
 from colbert_att_assistant.assistant.evidence import Evidence, select_evidence
 from colbert_att_assistant.assistant.follow_up import standalone_question
 from colbert_att_assistant.assistant.labelled_questions import load_questions

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from colbert_att_assistant.assistant.abstention import AbstentionCalibration
 from colbert_att_assistant.assistant.calibrate import question_scores, retrieval_query
-from colbert_att_assistant.assistant.engine import PUBLIC_ONLY
+from colbert_att_assistant.assistant.chat import PUBLIC_ONLY
 from colbert_att_assistant.assistant.labelled_questions import load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
 from colbert_att_assistant.knowledge_base.documents_io import DOCUMENTS_DIR

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.answer_diagnosis import diagnose
 from benchmarks.assistant_eval import ask, document_of, load_qrels, percentiles
 from colbert_att_assistant.assistant.answer_scoring import score_answer
-from colbert_att_assistant.assistant.engine import Assistant
+from colbert_att_assistant.assistant.chat import Assistant
 from colbert_att_assistant.assistant.labelled_questions import load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents

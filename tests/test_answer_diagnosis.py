@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks.answer_diagnosis import aims, diagnose, markdown_body, read_checkpoint, select, summarise
-from colbert_att_assistant.assistant.engine import AssistantAnswer, Citation
+from colbert_att_assistant.assistant.chat import AssistantAnswer, Citation
 from colbert_att_assistant.assistant.labelled_questions import load_questions
 from colbert_att_assistant.assistant.settings import Mode
 

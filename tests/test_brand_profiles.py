@@ -13,7 +13,7 @@ import yaml
 
 from colbert_att_assistant.assistant import Assistant, AssistantSettings
 from colbert_att_assistant.assistant.brand import BRANDS_DIR, BrandProfile
-from colbert_att_assistant.assistant.engine import validate_message
+from colbert_att_assistant.assistant.chat import validate_message
 from colbert_att_assistant.assistant.errors import SettingsError
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 from tests.conftest import shared_datasets_dir

@@ -15,7 +15,7 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from pydantic import Field
 
-from colbert_att_assistant.assistant.engine import AssistantAnswer, Citation
+from colbert_att_assistant.assistant.chat import AssistantAnswer, Citation
 from colbert_att_assistant.assistant.settings import Mode
 from colbert_att_assistant.grounding.faithfulness import (
     AgreementStats,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from colbert_att_assistant.assistant.engine import AssistantAnswer, Citation
+from colbert_att_assistant.assistant.chat import AssistantAnswer, Citation
 from colbert_att_assistant.assistant.grounding_note import (
     CONTRADICTED_PREFIX,
     NO_CLAIM_NOTE,

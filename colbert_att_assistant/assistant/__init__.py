@@ -5,7 +5,7 @@ assistant = Assistant.from_settings(AssistantSettings.load())
 answer = assistant.answer("How do I care for my calfskin wallet after it gets wet?")
 """
 
-from colbert_att_assistant.assistant.engine import AnswerStream, Assistant, AssistantAnswer, Citation
+from colbert_att_assistant.assistant.chat import AnswerStream, Assistant, AssistantAnswer, Citation
 from colbert_att_assistant.assistant.settings import AssistantSettings, LLMBackend, Mode
 
 __all__ = ["AnswerStream", "Assistant", "AssistantAnswer", "AssistantSettings", "Citation", "LLMBackend", "Mode"]

@@ -1,7 +1,7 @@
 """Each drafted sentence is checked before the client sees it: its citations must name a source, its numbers must
 be in the passages it cites, and the grounding judge must find it supported by them. A sentence that fails is
 dropped, not shown with a warning; a sentence in which the model declines is held back too, and the turn then
-falls back on the evidence itself (see `engine.py`)."""
+falls back on the evidence itself (see `chat.py`)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def question_scores(
     index: MultiVectorIndex, questions: list[LabelledQuestion], scoring: ScoringMode, top_k: int, units: int
 ) -> list[tuple[float, float]]:
     """(top retrieval score, best evidence score) of each question."""
-    from colbert_att_assistant.assistant.engine import PUBLIC_ONLY
+    from colbert_att_assistant.assistant.chat import PUBLIC_ONLY
 
     scores = []
     for question in track(questions, description="Retrieving", console=console):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from colbert_att_assistant.grounding.judge import ClaimVerdict, EvidenceScope, GroundingJudge, GroundingReport, Verdict
 
 if TYPE_CHECKING:
-    from colbert_att_assistant.assistant.engine import AssistantAnswer
+    from colbert_att_assistant.assistant.chat import AssistantAnswer
 
 logger = logging.getLogger(__name__)
 

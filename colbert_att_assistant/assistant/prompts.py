@@ -4,7 +4,7 @@ The model is shown evidence, not whole passages: the few sentences, list items a
 that the token alignment found for the question, each group under its passage's number and heading. The prompt
 holds no example of declining (a small model shown an "I don't know" example copies it even when the answer is in
 front of it), only a bare NO ANSWER signal; whether the client gets an answer is decided from the evidence and from
-checking the draft (`engine.py`).
+checking the draft (`chat.py`).
 """
 
 from __future__ import annotations

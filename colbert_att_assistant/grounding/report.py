@@ -46,7 +46,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from colbert_att_assistant.assistant.engine import Assistant, AssistantAnswer
+from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
 from colbert_att_assistant.assistant.labelled_questions import load_questions
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
