@@ -7,7 +7,7 @@ question, or cite a staff-only document to a client.
 
 The assistant is built from the settings, exactly as the chat app builds it, and asked each question one at a
 time as a client would (a follow-up after its previous turn, in the same session; the previous turn is not
-timed). Each answer is scored by `assistant.answer_scoring` from the question's labelled facts and its gold
+timed). Each answer is scored by `evals.answer_scoring` from the question's labelled facts and its gold
 documents (knowledge_base/eval/qrels). Choose on the calibration half (the default here) and report on the
 held-out half. With --checkpoint, every scored question is appended to a JSONL file as soon as it is answered, and
 a rerun with the same file skips the questions already there, so an interrupted run resumes. Writes
@@ -43,13 +43,13 @@ from benchmarks.assistant_eval import (
     percentiles,
     rate,
 )
-from colbert_att_assistant.assistant.answer_scoring import OUTCOMES, score_answer
 from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
-from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion, load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.evals.answer_scoring import OUTCOMES, score_answer
+from colbert_att_assistant.evals.labelled_questions import LabelledQuestion, load_questions
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 from colbert_att_assistant.retriever.progress import run_progress
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 
 SPLITS = ("calibration", "held_out", "all")
 ANSWER_CHARS = 160  # of each answer in the per-question table

@@ -28,11 +28,11 @@ import typer
 from rich.console import Console
 
 from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
-from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion, load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings
+from colbert_att_assistant.evals.labelled_questions import LabelledQuestion, load_questions
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 from colbert_att_assistant.retriever.progress import run_progress
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 
 QRELS_FILE = Path(__file__).resolve().parent.parent / "knowledge_base" / "eval" / "qrels" / "test.tsv"
 TYPES = ["paraphrase", "typo", "multi_part", "follow_up", "internal", "unanswerable"]

@@ -21,10 +21,10 @@ import numpy as np
 import typer
 from ranx import Qrels, Run, evaluate
 
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.retriever.beir import BeirDataset
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, variant_key
 from colbert_att_assistant.retriever.index import MultiVectorIndex
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.scoring import ScoringMode
 from colbert_att_assistant.retriever.settings import (
     AttentionScaling,

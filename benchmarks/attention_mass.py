@@ -16,9 +16,9 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.retriever.beir import BeirDataset
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.settings import AttentionMix, AttentionStrategy, EncoderSettings
 from colbert_att_assistant.retriever.training.attention_cache import labelled_half, load_cache
 from colbert_att_assistant.retriever.training.attention_mix import KB_EVAL, cache_path

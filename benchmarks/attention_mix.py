@@ -21,7 +21,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.retriever.settings import AttentionMix, AttentionStrategy
 from colbert_att_assistant.retriever.training.attention_mix import evaluation_sets
 from colbert_att_assistant.retriever.training.mix_scoring import (

@@ -39,9 +39,9 @@ from colbert_att_assistant.assistant.brand import BRANDS_DIR, BrandProfile
 from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
 from colbert_att_assistant.assistant.grounding_note import judge_turn
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.settings import EncoderSettings
 
 REPO = Path(__file__).resolve().parent.parent

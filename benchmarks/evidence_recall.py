@@ -22,15 +22,15 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from colbert_att_assistant.assistant.answer_scoring import missing_facts
 from colbert_att_assistant.assistant.chat import PUBLIC_ONLY
 from colbert_att_assistant.assistant.evidence import Evidence, select_evidence
 from colbert_att_assistant.assistant.follow_up import standalone_question
-from colbert_att_assistant.assistant.labelled_questions import load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.evals.answer_scoring import missing_facts
+from colbert_att_assistant.evals.labelled_questions import load_questions
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.knowledge_base.ingest import load_or_rebuild
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.settings import EncoderSettings
 
 

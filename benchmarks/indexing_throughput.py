@@ -15,10 +15,10 @@ from typing import Annotated
 import torch
 import typer
 
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.retriever.beir import iter_corpus
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
 from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.settings import EncoderSettings, IndexSettings
 
 

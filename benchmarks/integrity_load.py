@@ -26,12 +26,12 @@ from typing import Annotated
 
 import typer
 
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
 from colbert_att_assistant.retriever.index import MultiVectorIndex
 from colbert_att_assistant.retriever.index.integrity import Verification, file_sha256
 from colbert_att_assistant.retriever.index.multivector_index import MEMORY_MAPPED_FILES
 from colbert_att_assistant.retriever.index.storage import read_manifest
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.settings import EncoderSettings
 
 HASH_SAMPLE_BYTES = 256 << 20

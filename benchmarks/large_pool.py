@@ -28,12 +28,12 @@ from llama_index.core.node_parser import SentenceSplitter
 from ranx import Qrels, Run, evaluate, fuse
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn, track
 
-from colbert_att_assistant.retriever.baselines import BM25Baseline
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.bm25 import BM25Baseline
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
 from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
 from colbert_att_assistant.retriever.index.streaming_build import build_compressed_index
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.settings import CandidateSettings, EncoderSettings, IndexSettings, StorageSettings
 
 app = typer.Typer(help=__doc__)
@@ -211,7 +211,7 @@ def search(
         runs[query_id] = bm25.search(text, 10) or {"__no_result__": 0.0}
         latencies.append((time.perf_counter() - tick) * 1000)
     rows["bm25_stemmed"] = _row(qrels, runs, latencies)
-    # Hybrid as in retriever.evaluate: reciprocal rank fusion (ranx) of the two top-10 runs (not timed).
+    # Hybrid as in evals.retrieval: reciprocal rank fusion (ranx) of the two top-10 runs (not timed).
     fused = fuse(runs=[Run(runs), Run(method_runs["colbert_att"])], method="rrf")
     metrics = evaluate(qrels, fused, ["ndcg@10", "recall@10"])
     rows["hybrid_rrf"] = {

@@ -51,8 +51,8 @@ from colbert_att_assistant.assistant.brand import BRANDS_DIR, BrandProfile
 from colbert_att_assistant.assistant.bundled_models import BUNDLED_MODELS, BundledGGUF, bundled_model_path
 from colbert_att_assistant.assistant.llm_backends import CHATML_STOP, messages_to_chatml
 from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.knowledge_base.documents_io import load_documents
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 
 N_CTX = 4096
 THREADS = 2

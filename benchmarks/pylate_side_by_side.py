@@ -503,10 +503,10 @@ def run_ours(args) -> None:
     import torch
     from ranx import Qrels, Run, evaluate
 
+    from colbert_att_assistant.evals.results_log import record_run, run_header
     from colbert_att_assistant.retriever.beir import BeirDataset
     from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
     from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
-    from colbert_att_assistant.retriever.results_log import record_run, run_header
     from colbert_att_assistant.retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
 
     torch.set_num_threads(THREADS)

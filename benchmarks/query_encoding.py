@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import typer
 
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.retriever.beir import BeirDataset
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, EncodedText
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.settings import CandidateSettings, EncoderSettings
 
 MAX_VECTOR_DIFFERENCE = 1e-5

@@ -4,12 +4,12 @@
                                       [--threads 1] [--no-record]
 
 - `wixqa`: the 160 WixQA expert questions (real customer messages, often two or three sentences) against the 173
-  articles, indexed as `colbert_att_assistant.retriever.evaluate` indexes them (title + text, one document per article;
+  articles, indexed as `colbert_att_assistant.evals.retrieval` indexes them (title + text, one document per article;
   `indexes/wixqa`).
 - `kb`: the answerable labelled knowledge-base questions of one half (`--split`; choose on `calibration`, check on
   `held_out`), each searched as the assistant searches it: a follow-up joined with its previous turn
-  (`assistant.calibrate.retrieval_query`), in its own mode (customer questions see public chunks only), against the
-  assistant's own chunk index of the documents (`knowledge_base.ingest.load_or_rebuild`; `indexes/query-length-kb`).
+  (`evals.calibrate_abstention.retrieval_query`), in its own mode (customer questions see public chunks only), against
+  the assistant's own chunk index of the documents (`knowledge_base.ingest.load_or_rebuild`; `indexes/query-length-kb`).
   Gold chunks: knowledge_base/eval/qrels/test.tsv. The same half's questions (unanswerable ones too) are also run
   through the assistant's two retrieval gates with the calibrated thresholds, since a longer query moves the
   normalised scores those thresholds were fitted on.
@@ -40,17 +40,17 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from colbert_att_assistant.assistant.abstention import AbstentionCalibration
-from colbert_att_assistant.assistant.calibrate import question_scores, retrieval_query
 from colbert_att_assistant.assistant.chat import PUBLIC_ONLY
-from colbert_att_assistant.assistant.labelled_questions import load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.evals.calibrate_abstention import question_scores, retrieval_query
+from colbert_att_assistant.evals.labelled_questions import load_questions
+from colbert_att_assistant.evals.results_log import record_run, run_header
+from colbert_att_assistant.evals.retrieval import build_or_load_index
 from colbert_att_assistant.knowledge_base.documents_io import DOCUMENTS_DIR
 from colbert_att_assistant.knowledge_base.ingest import load_or_rebuild
 from colbert_att_assistant.retriever.beir import BeirDataset, load_qrels
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
-from colbert_att_assistant.retriever.evaluate import build_or_load_index
 from colbert_att_assistant.retriever.index import MultiVectorIndex
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.scoring import ScoringMode
 from colbert_att_assistant.retriever.settings import EncoderSettings
 

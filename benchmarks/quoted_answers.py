@@ -6,7 +6,7 @@ the labelled questions, at every evidence threshold of a grid.
 Each question is asked as a client would (a follow-up after its previous turn, in one session) with
 `min_evidence_to_quote=0`, so every question past the retrieval and evidence gates is quoted; a threshold t then
 turns each quote whose evidence score is below t into the handoff. Scored by
-`colbert_att_assistant.assistant.answer_scoring` like
+`colbert_att_assistant.evals.answer_scoring` like
 `answer_diagnosis.py`. On the calibration half the threshold is chosen as the one with the most right answers minus
 twice the quotes given to unanswerable questions (an invented answer costs more than a handoff); the held-out half
 is reported at the threshold given with --threshold (the setting's default).
@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.answer_diagnosis import diagnose
 from benchmarks.assistant_eval import ask, document_of, load_qrels, percentiles
-from colbert_att_assistant.assistant.answer_scoring import score_answer
 from colbert_att_assistant.assistant.chat import Assistant
-from colbert_att_assistant.assistant.labelled_questions import load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings
+from colbert_att_assistant.evals.answer_scoring import score_answer
+from colbert_att_assistant.evals.labelled_questions import load_questions
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 from colbert_att_assistant.retriever.progress import run_progress
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 
 console = Console(stderr=True)
 GRID = (0.0, 0.40, 0.45, 0.50, 0.55, 0.60)

@@ -65,7 +65,7 @@ from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.llm_server import LLMServerSettings, ManagedServer, start_llm_server
 from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
 from colbert_att_assistant.assistant.settings import LLMSettings
-from colbert_att_assistant.retriever.results_log import record_run, run_header
+from colbert_att_assistant.evals.results_log import record_run, run_header
 
 DOCUMENTS = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents"
 MAX_TOKENS = 96

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import typer
 
+from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.retriever.index.storage import read_manifest
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 
 SAMPLE_TOKENS = 160_000
 HELD_OUT = 40_000

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from benchmarks.answer_diagnosis import aims, diagnose, markdown_body, read_checkpoint, select, summarise
 from colbert_att_assistant.assistant.chat import AssistantAnswer, Citation
-from colbert_att_assistant.assistant.labelled_questions import load_questions
 from colbert_att_assistant.assistant.settings import Mode
+from colbert_att_assistant.evals.labelled_questions import load_questions
 
 
 def _citation(number: int, document_id: str, audience: str = "public") -> Citation:

@@ -6,7 +6,7 @@ from typing import get_args
 
 import pytest
 
-from colbert_att_assistant.assistant.answer_scoring import (
+from colbert_att_assistant.evals.answer_scoring import (
     OUTCOMES,
     Outcome,
     find_wording,
@@ -14,7 +14,7 @@ from colbert_att_assistant.assistant.answer_scoring import (
     normalise,
     score_answer,
 )
-from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion, load_questions
+from colbert_att_assistant.evals.labelled_questions import LabelledQuestion, load_questions
 
 
 @pytest.fixture(scope="module")

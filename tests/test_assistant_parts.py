@@ -94,7 +94,7 @@ def test_threshold_keeps_the_required_answer_rate():
 
 
 def test_quoting_threshold_keeps_unanswerable_questions_below_their_share():
-    from colbert_att_assistant.assistant.calibrate import extract_threshold
+    from colbert_att_assistant.evals.calibrate_abstention import extract_threshold
 
     answerable = [0.40, 0.50, 0.55, 0.60, 0.70]
     unanswerable = [0.30, 0.45, 0.52, 0.58, 0.65, 0.35, 0.40, 0.42, 0.44, 0.48]

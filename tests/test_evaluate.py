@@ -6,8 +6,8 @@ import math
 from ranx import Qrels, Run, evaluate
 from typer.testing import CliRunner
 
+from colbert_att_assistant.evals.retrieval import main, run_methods
 from colbert_att_assistant.retriever.beir import BeirDataset
-from colbert_att_assistant.retriever.evaluate import main, run_methods
 
 DOCS = {
     "d1": "Pearls are restrung every two years with silk thread.",
@@ -66,10 +66,10 @@ def test_the_command_rejects_unknown_methods(tmp_path):
 
 
 def test_runs_are_recorded_as_json_and_a_dated_section(tmp_path):
-    from colbert_att_assistant.retriever.results_log import record_run, run_header
+    from colbert_att_assistant.evals.results_log import record_run, run_header
 
     result = {
-        **run_header("python -m colbert_att_assistant.retriever.evaluate --dataset x"),
+        **run_header("python -m colbert_att_assistant.evals.retrieval --dataset x"),
         "scores": {"maxsim": 71.9},
     }
     path = record_run("eval-x-test", "evaluation: x test", result, ["", "| maxsim | 71.9 |"], directory=tmp_path)
@@ -77,6 +77,6 @@ def test_runs_are_recorded_as_json_and_a_dated_section(tmp_path):
     section = (tmp_path / "RESULTS.md").read_text()
     assert f"## {result['date']} evaluation: x test" in section
     assert (
-        "- command: `python -m colbert_att_assistant.retriever.evaluate --dataset x`" in section
+        "- command: `python -m colbert_att_assistant.evals.retrieval --dataset x`" in section
         and "| maxsim | 71.9 |" in section
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from colbert_att_assistant.evals.perturb import change_number, swap_name, toggle_negation
 from colbert_att_assistant.grounding import (
     Calibration,
     EvidenceScope,
@@ -26,7 +27,6 @@ from colbert_att_assistant.grounding import (
 )
 from colbert_att_assistant.grounding.calibration import DEFAULT_CALIBRATION_PATH
 from colbert_att_assistant.grounding.numbers import extract_quantities, missing_quantities
-from colbert_att_assistant.grounding.perturb import change_number, swap_name, toggle_negation
 
 CARE = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents" / "care"
 
@@ -110,7 +110,7 @@ def test_a_figure_the_passage_does_not_give_is_unsupported_not_contradicted(judg
 
 
 # Supported sentences of the care guides, each edited the way `python -m
-# colbert_att_assistant.grounding.validate_wixqa` edits WixQA
+# colbert_att_assistant.evals.grounding_wixqa` edits WixQA
 # claims: every edit must make the sentence contradicted, not merely unsupported. (The servicing table names its
 # product in the header row only: read with its headers, the matching row names "Corvane 1911".)
 # (Sentences with an auxiliary or an imperative, which `toggle_negation` can negate grammatically.)

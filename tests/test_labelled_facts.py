@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from colbert_att_assistant.assistant.answer_scoring import find_wording, normalise, score_answer
-from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion, load_questions
+from colbert_att_assistant.evals.answer_scoring import find_wording, normalise, score_answer
+from colbert_att_assistant.evals.labelled_questions import LabelledQuestion, load_questions
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "knowledge_base" / "eval"
 CORPUS_FILE = EVAL_DIR / "corpus.jsonl"

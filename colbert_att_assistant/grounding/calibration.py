@@ -71,30 +71,6 @@ class Calibration(BaseModel):
 def load_calibration(path: Path = DEFAULT_CALIBRATION_PATH) -> Calibration:
     if not path.is_file():
         raise FileNotFoundError(
-            f"No calibration at {path}: fit one with `python -m colbert_att_assistant.grounding.validate_wixqa --fit`."
+            f"No calibration at {path}: fit one with `python -m colbert_att_assistant.evals.grounding_wixqa --fit`."
         )
     return Calibration.model_validate_json(path.read_text(encoding="utf-8"))
-
-
-def fit_logistic(features: np.ndarray, labels: np.ndarray, c: float = 1.0) -> tuple[list[float], float]:
-    """Coefficients and intercept of a lightly regularised logistic regression (features are on 0..1 scales)."""
-    from sklearn.linear_model import LogisticRegression  # only fitting needs scikit-learn
-
-    model = LogisticRegression(C=c, max_iter=2000)
-    model.fit(features, labels)
-    return [float(c) for c in model.coef_[0]], float(model.intercept_[0])
-
-
-def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The cut that maximises balanced accuracy (classes are unbalanced: two negatives per positive), placed
-    midway between neighbouring scores."""
-    values = np.unique(scores)
-    candidates = (values[:-1] + values[1:]) / 2 if len(values) > 1 else values
-    positives, negatives = labels == 1, labels == 0
-    best, best_value = 0.5, -1.0
-    for cut in candidates:
-        predicted = scores >= cut
-        value = (predicted[positives].mean() + (~predicted[negatives]).mean()) / 2
-        if value > best_value:
-            best, best_value = float(cut), float(value)
-    return min(max(best, 1e-6), 1 - 1e-6)

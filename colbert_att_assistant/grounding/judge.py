@@ -136,7 +136,7 @@ class GroundingJudge:
             # Token similarities of another encoder are on another scale: the probabilities would be off.
             logger.warning(
                 "Grounding calibration was fitted with %s, not this encoder (%s): refit it with "
-                "`python -m colbert_att_assistant.grounding.validate_wixqa --fit`.",
+                "`python -m colbert_att_assistant.evals.grounding_wixqa --fit`.",
                 calibration.encoder,
                 encoder.model_name,
             )

@@ -14,7 +14,7 @@ the knowledge base does not answer it), internal (only internal staff documents 
 contain, e.g. [["12"]] or [["rhodium"], ["12-18", "re-plat"]]. The first wording of each fact, and every number
 in any wording, is taken from the question's qrels chunks (a test checks it); no wording occurs in the question
 itself, so an answer that repeats the question proves nothing. Unanswerable questions have no facts. Matching
-rules (case, dashes, number words, ranges, numbers as numbers): `colbert_att_assistant/assistant/answer_scoring.py`.
+rules (case, dashes, number words, ranges, numbers as numbers): `colbert_att_assistant/evals/answer_scoring.py`.
 """
 
 from __future__ import annotations

@@ -110,6 +110,19 @@ def load_qrels(
     return qrels
 
 
+def query_texts(dataset: Path, queries: dict[str, str]) -> dict[str, str]:
+    """Prefix follow-up questions with the turn they depend on (`metadata.previous_turn` of their record, as the
+    knowledge base's labelled follow-ups carry)."""
+    previous: dict[str, str] = {}
+    with (dataset / "queries.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line) if line.strip() else {}
+            turn = (record.get("metadata") or {}).get("previous_turn")
+            if turn:
+                previous[str(record["_id"])] = turn
+    return {qid: f"{previous[qid]} {text}" if qid in previous else text for qid, text in queries.items()}
+
+
 @dataclass
 class BeirDataset:
     corpus: dict[str, CorpusDocument]

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from colbert_att_assistant.retriever.attention import attention_features, supports_recomputed_attention
-from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.retriever.beir import BeirDataset, query_texts
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
-from colbert_att_assistant.retriever.evaluate import query_texts
 
 CACHE_VERSION = 1
 
@@ -100,7 +99,7 @@ def pooled_subcorpus(collection: Collection, keep_queries: Sequence[str], pool_d
     machine; this keeps each query's likely candidates and lets the other queries' pools act as distractors. The
     queries' judged documents are not added, so a missed positive stays missed for every method alike.
     """
-    from colbert_att_assistant.retriever.baselines import BM25Baseline
+    from colbert_att_assistant.retriever.bm25 import BM25Baseline
 
     bm25 = BM25Baseline(collection.doc_ids, collection.doc_texts, stemming=True)
     chosen: set[str] = set()
@@ -117,7 +116,7 @@ def pooled_subcorpus(collection: Collection, keep_queries: Sequence[str], pool_d
 
 
 def labelled_half(question_id: str) -> str:
-    """The knowledge base's calibration / held-out split (`assistant.labelled_questions`): a hash of the id."""
+    """The knowledge base's calibration / held-out split (`evals.labelled_questions`): a hash of the id."""
     return "calibration" if hashlib.sha256(question_id.encode()).digest()[0] % 2 == 0 else "held_out"
 
 

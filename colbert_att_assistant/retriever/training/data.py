@@ -195,7 +195,7 @@ def _bm25_negatives(
     texts: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]], per_query: int
 ) -> dict[str, list[str]]:
     """The best BM25 (stemmed) documents of each judged query that are not judged for it: hard negatives."""
-    from colbert_att_assistant.retriever.baselines import BM25Baseline  # bm25s is only needed when negatives are mined
+    from colbert_att_assistant.retriever.bm25 import BM25Baseline  # bm25s is only needed when negatives are mined
 
     ids = list(texts)
     bm25 = BM25Baseline(ids, [texts[i] for i in ids], stemming=True)

@@ -1,6 +1,6 @@
 """Evaluate retrieval methods side by side on a BEIR dataset, all over the same texts and the same encoder.
 
-    python -m colbert_att_assistant.retriever.evaluate --dataset ../shared/datasets/scifact --split test \
+    python -m colbert_att_assistant.evals.retrieval --dataset ../shared/datasets/scifact --split test \
         --methods bm25,bm25_stemmed,dense,maxsim,colbert_att,hybrid --index-dir indexes/scifact
 
 Metrics come from ranx. Results go to benchmarks/results/<stamp>-eval-<dataset>-<split>.json and a dated table is
@@ -10,7 +10,6 @@ knowledge base's labelled set) are searched as "previous turn + follow-up", the 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -24,29 +23,18 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from colbert_att_assistant.retriever.baselines import BM25Baseline, DenseBaseline
-from colbert_att_assistant.retriever.beir import BeirDataset
+from colbert_att_assistant.evals.baselines import DenseBaseline
+from colbert_att_assistant.evals.results_log import record_run, run_header
+from colbert_att_assistant.retriever.beir import BeirDataset, query_texts
+from colbert_att_assistant.retriever.bm25 import BM25Baseline
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
 from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
 from colbert_att_assistant.retriever.progress import encoding_progress
-from colbert_att_assistant.retriever.results_log import record_run, run_header
 from colbert_att_assistant.retriever.settings import AttentionMix, AttentionStrategy, EncoderSettings, IndexSettings
 
 METHODS = ("bm25", "bm25_stemmed", "dense", "maxsim", "colbert_att", "hybrid")
 METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
 console = Console(stderr=True, soft_wrap=True)
-
-
-def query_texts(dataset: Path, queries: dict[str, str]) -> dict[str, str]:
-    """Prefix follow-up questions with the turn they depend on."""
-    previous: dict[str, str] = {}
-    with (dataset / "queries.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line) if line.strip() else {}
-            turn = (record.get("metadata") or {}).get("previous_turn")
-            if turn:
-                previous[str(record["_id"])] = turn
-    return {qid: f"{previous[qid]} {text}" if qid in previous else text for qid, text in queries.items()}
 
 
 def build_or_load_index(
@@ -168,7 +156,7 @@ def main(
     if not record:
         return
     result = {
-        **run_header("python -m colbert_att_assistant.retriever.evaluate " + " ".join(sys.argv[1:])),
+        **run_header("python -m colbert_att_assistant.evals.retrieval " + " ".join(sys.argv[1:])),
         "dataset": str(dataset),
         "split": split,
         "queries": len(queries),

@@ -29,7 +29,7 @@ class LabelledQuestion(BaseModel):
     previous_turn: str | None = None
     note: str = ""
     # What a correct answer must say: each fact is a list of acceptable wordings, one of which must occur in the
-    # answer (matching rules in assistant.answer_scoring). Empty for unanswerable questions.
+    # answer (matching rules in evals.answer_scoring). Empty for unanswerable questions.
     facts: list[list[str]] = []
 
     @property

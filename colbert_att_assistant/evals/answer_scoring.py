@@ -27,8 +27,8 @@ from typing import Literal, get_args
 from pydantic import BaseModel, Field
 
 from colbert_att_assistant.assistant.citations import CITATION
-from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion
 from colbert_att_assistant.assistant.settings import Mode
+from colbert_att_assistant.evals.labelled_questions import LabelledQuestion
 
 Outcome = Literal[
     "correct",

@@ -1,33 +1,15 @@
-"""Baseline retrievers for evaluation, over the same texts as the ColBERT-Att index: BM25 (bm25s) and the
-encoder's mean-pooled sentence embedding (how all-MiniLM-L6-v2 is meant to be used). Each returns
-{document id: score} for the top k, the shape `ranx.Run` takes."""
+"""The dense baseline for evaluation, over the same texts as the ColBERT-Att index: the encoder's mean-pooled
+sentence embedding (how all-MiniLM-L6-v2 is meant to be used). Returns {document id: score} for the top k, the shape
+`ranx.Run` takes. The BM25 baseline is `retriever/bm25.py` (training mines negatives with it too)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import bm25s
 import numpy as np
-import Stemmer
 import torch
 
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
-
-
-class BM25Baseline:
-    def __init__(self, ids: Sequence[str], texts: Sequence[str], stemming: bool):
-        self.ids = list(ids)
-        self.stemmer = Stemmer.Stemmer("english") if stemming else None
-        self.retriever = bm25s.BM25()
-        self.retriever.index(bm25s.tokenize(list(texts), stopwords="en", stemmer=self.stemmer, show_progress=False))
-
-    def search(self, query: str, k: int) -> dict[str, float]:
-        tokens = bm25s.tokenize([query], stopwords="en", stemmer=self.stemmer, show_progress=False)
-        if not tokens.ids or not tokens.ids[0]:
-            return {}
-        k = min(k, len(self.ids))
-        positions, scores = self.retriever.retrieve(tokens, k=k, show_progress=False)
-        return {self.ids[int(p)]: float(s) for p, s in zip(positions[0], scores[0], strict=True) if s > 0}
 
 
 @torch.no_grad()

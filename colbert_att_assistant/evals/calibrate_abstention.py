@@ -1,6 +1,6 @@
 """Calibrate the assistant's evidence thresholds on the calibration half of the labelled questions.
 
-    python -m colbert_att_assistant.assistant.calibrate [--report-only]
+    python -m colbert_att_assistant.evals.calibrate_abstention [--report-only]
 
 Each question is retrieved as the assistant would (in its own mode, a follow-up joined with the turn before it), and
 its evidence selected. Three thresholds are written to colbert_att_assistant/assistant/abstention_calibration.json:
@@ -24,8 +24,8 @@ from rich.progress import track
 
 from colbert_att_assistant.assistant.abstention import CALIBRATION_FILE, AbstentionCalibration, choose_threshold
 from colbert_att_assistant.assistant.evidence import evidence_for
-from colbert_att_assistant.assistant.labelled_questions import LabelledQuestion, load_questions
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.evals.labelled_questions import LabelledQuestion, load_questions
 from colbert_att_assistant.knowledge_base.ingest import ingest
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
 from colbert_att_assistant.retriever.index import MultiVectorIndex

@@ -5,7 +5,7 @@ The answers are split by a hash of their id into a fit part and a held-out part;
 regression, the token-weighting settings (5-fold cross-validation inside the fit part) and both thresholds are
 chosen on the fit part only and saved to grounding/calibration.json. All reported metrics are on the held-out part.
 
-    python -m colbert_att_assistant.grounding.validate_wixqa [--limit N] [--fit]
+    python -m colbert_att_assistant.evals.grounding_wixqa [--limit N] [--fit]
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from colbert_att_assistant.evals.perturb import change_number, swap_name, toggle_negation
 from colbert_att_assistant.grounding.alignment import TokenEncoder, TokenWeighting, chunk_text
 from colbert_att_assistant.grounding.calibration import (
     DEFAULT_CALIBRATION_PATH,
     AlignmentSettings,
     Calibration,
-    best_threshold,
-    fit_logistic,
     load_calibration,
 )
 from colbert_att_assistant.grounding.claims import SentenceKind, split_sentences
@@ -50,10 +49,9 @@ from colbert_att_assistant.grounding.features import (
 )
 from colbert_att_assistant.grounding.judge import GroundingJudge, answer_supported
 from colbert_att_assistant.grounding.lexical import fold, proper_names
-from colbert_att_assistant.grounding.perturb import change_number, swap_name, toggle_negation
 from colbert_att_assistant.paths import PROJECT_ROOT
 from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings
-from colbert_att_assistant.retriever.baselines import BM25Baseline
+from colbert_att_assistant.retriever.bm25 import BM25Baseline
 
 REPO = PROJECT_ROOT
 DEFAULT_DATASET = Path("/work/shared/datasets/wixqa")
@@ -75,6 +73,30 @@ ABLATIONS = {
 
 app = typer.Typer(add_completion=False)
 console = Console(stderr=True)
+
+
+def fit_logistic(features: np.ndarray, labels: np.ndarray, c: float = 1.0) -> tuple[list[float], float]:
+    """Coefficients and intercept of a lightly regularised logistic regression (features are on 0..1 scales)."""
+    from sklearn.linear_model import LogisticRegression  # only fitting needs scikit-learn
+
+    model = LogisticRegression(C=c, max_iter=2000)
+    model.fit(features, labels)
+    return [float(c) for c in model.coef_[0]], float(model.intercept_[0])
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The cut that maximises balanced accuracy (classes are unbalanced: two negatives per positive), placed
+    midway between neighbouring scores."""
+    values = np.unique(scores)
+    candidates = (values[:-1] + values[1:]) / 2 if len(values) > 1 else values
+    positives, negatives = labels == 1, labels == 0
+    best, best_value = 0.5, -1.0
+    for cut in candidates:
+        predicted = scores >= cut
+        value = (predicted[positives].mean() + (~predicted[negatives]).mean()) / 2
+        if value > best_value:
+            best, best_value = float(cut), float(value)
+    return min(max(best, 1e-6), 1 - 1e-6)
 
 
 @dataclass
@@ -442,7 +464,7 @@ def main(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()}-core CPU ({platform.machine()}, Python {platform.python_version()}), "
         f"torch threads {threads}",
-        "command": "python -m colbert_att_assistant.grounding.validate_wixqa " + " ".join(sys.argv[1:]),
+        "command": "python -m colbert_att_assistant.evals.grounding_wixqa " + " ".join(sys.argv[1:]),
         "dataset": str(dataset),
         "answers": {"total": len(items), "fit": n_fit, "held_out": len(items) - n_fit},
         "pairs": {

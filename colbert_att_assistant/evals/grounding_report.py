@@ -1,13 +1,13 @@
 """The grounding report: run the assistant over a question set and judge every answer it gives.
 
-    python -m colbert_att_assistant.grounding.report [--questions kb|wixqa] [--split held_out] [--limit N] \
+    python -m colbert_att_assistant.evals.grounding_report [--questions kb|wixqa] [--split held_out] [--limit N] \
         [--output-dir benchmarks/results] [--no-record] [--checkpoint rows.jsonl] [--faithfulness]
 
 - `kb` (default): the knowledge base's labelled questions of one split (`held_out` by default), each asked in its
   own mode; a follow-up is asked after its previous turn, in the same session.
 - `wixqa`: the first `--limit` (default 40) WixQA expert questions, read in place from the shared datasets folder.
   The assistant answers them from an index of the WixQA corpus (one document per article, title in front,
-  truncated by the encoder: what `python -m colbert_att_assistant.retriever.evaluate` builds), reused from
+  truncated by the encoder: what `python -m colbert_att_assistant.evals.retrieval` builds), reused from
   `indexes/wixqa` when it loads.
   WixQA has no unanswerable questions, so abstention correctness is reported for `kb` only.
 
@@ -20,7 +20,7 @@ their agreement and a confusion table (slow: one more LLM call per answer). The 
 The results JSON (every question, with per-claim verdicts, and the totals) goes to
 `<output-dir>/<stamp>-grounding-report-*.json`, a histogram of claim support to
 `<output-dir>/grounding_report_<questions>_<date>T<time>.png`, and a dated section to
-the RESULTS.md in the output folder's parent (`retriever.results_log.record_run`). With `--checkpoint`, each
+the RESULTS.md in the output folder's parent (`evals.results_log.record_run`). With `--checkpoint`, each
 question's row is appended to that file as it is judged, and a rerun skips the questions already there: a run of
 the local LLM over 90 questions takes 10 to 70 minutes on a busy 2-core machine and may be interrupted.
 """
@@ -47,16 +47,17 @@ import typer
 from rich.console import Console
 
 from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
-from colbert_att_assistant.assistant.labelled_questions import load_questions
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
-from colbert_att_assistant.grounding.claims import abstention_correct
-from colbert_att_assistant.grounding.faithfulness import (
+from colbert_att_assistant.evals.faithfulness import (
     AgreementStats,
     FaithfulnessCheck,
     FaithfulnessVerdict,
     agreement_stats,
 )
+from colbert_att_assistant.evals.labelled_questions import load_questions
+from colbert_att_assistant.evals.results_log import BENCHMARKS_DIR, record_run, run_header
+from colbert_att_assistant.grounding.claims import abstention_correct
 from colbert_att_assistant.grounding.judge import EvidenceScope, GroundingJudge, GroundingReport
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 from colbert_att_assistant.paths import PROJECT_ROOT
@@ -65,7 +66,6 @@ from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
 from colbert_att_assistant.retriever.errors import IndexCorruptError, IndexMismatchError
 from colbert_att_assistant.retriever.index import MultiVectorIndex
 from colbert_att_assistant.retriever.progress import run_progress
-from colbert_att_assistant.retriever.results_log import BENCHMARKS_DIR, record_run, run_header
 from colbert_att_assistant.retriever.settings import EncoderSettings
 
 REPO = PROJECT_ROOT
@@ -148,9 +148,9 @@ def wixqa_questions(data: BeirDataset, limit: int) -> list[ReportQuestion]:
 
 
 def wixqa_index(data: BeirDataset, encoder: ColBERTAttEncoder, index_dir: Path) -> MultiVectorIndex:
-    """The WixQA corpus as `retriever.evaluate` indexes it (title + text, one document per article), reused from
+    """The WixQA corpus as `evals.retrieval` indexes it (title + text, one document per article), reused from
     `index_dir` when it loads, and labelled public in memory so that customer mode sees every article."""
-    from colbert_att_assistant.retriever.evaluate import build_or_load_index
+    from colbert_att_assistant.evals.retrieval import build_or_load_index
 
     try:
         index = build_or_load_index(data, encoder, index_dir, use_title=True)
@@ -551,7 +551,7 @@ def main(
     logging.getLogger("colbert_att_assistant.retriever.encoder").setLevel(
         logging.ERROR
     )  # long questions are truncated by design
-    header = run_header("python -m colbert_att_assistant.grounding.report " + " ".join(sys.argv[1:]))
+    header = run_header("python -m colbert_att_assistant.evals.grounding_report " + " ".join(sys.argv[1:]))
     load_start = os.getloadavg()
     settings = AssistantSettings.load()
     encoder = ColBERTAttEncoder(EncoderSettings(num_threads=2))
