@@ -44,7 +44,7 @@ from benchmarks.assistant_eval import (
     rate,
 )
 from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
-from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.assistant.settings import AssistantSettings, Audience
 from colbert_att_assistant.evals.answer_scoring import OUTCOMES, score_answer
 from colbert_att_assistant.evals.labelled_questions import LabelledQuestion, load_questions
 from colbert_att_assistant.evals.results_log import record_run, run_header
@@ -90,7 +90,7 @@ def diagnose(question: LabelledQuestion, answer: AssistantAnswer, streamed: str,
         "id": question.id,
         "type": question.type,
         "answerable": question.answerable,
-        "mode": question.mode.value,
+        "mode": question.asked_by.value,
         "question": question.text,
         "previous_turn": question.previous_turn,
         "note": question.note,
@@ -108,7 +108,7 @@ def diagnose(question: LabelledQuestion, answer: AssistantAnswer, streamed: str,
         "missing_facts": score.missing_facts,
         "leaked_documents": score.leaked_documents,
         # The customer retriever filters staff-only documents out; one shown to the model is a filter failure.
-        "internal_shown_to_customer": question.mode == Mode.CUSTOMER and bool(internal & set(shown)),
+        "internal_shown_to_customer": question.asked_by == Audience.CUSTOMER and bool(internal & set(shown)),
         "first_token_ms": round(timings["first_token"], 1) if "first_token" in timings else None,
         "total_ms": round(timings["total"], 1) if "total" in timings else None,
         "answer": answer.text,
@@ -127,7 +127,7 @@ def summarise(rows: list[dict]) -> dict:
     with_gold = [r for r in answerable if r["gold_docs"]]
     follow_ups = [r for r in answerable if r["type"] == "follow_up"]
     internal = [r for r in answerable if r["type"] == "internal"]
-    customer = [r for r in rows if r["mode"] == Mode.CUSTOMER.value]
+    customer = [r for r in rows if r["mode"] == Audience.CUSTOMER.value]
 
     def count(group: list[dict], *outcomes: str) -> int:
         return sum(r["outcome"] in outcomes for r in group)

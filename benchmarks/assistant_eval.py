@@ -87,8 +87,8 @@ def ask(assistant: Assistant, question: LabelledQuestion) -> tuple[AssistantAnsw
     session_id = f"assistant-eval-{question.id}"
     assistant.reset(session_id)
     if question.previous_turn:
-        assistant.answer(question.previous_turn, session_id=session_id, mode=question.mode)
-    stream = assistant.stream(question.text, session_id=session_id, mode=question.mode)
+        assistant.answer(question.previous_turn, session_id=session_id, audience=question.asked_by)
+    stream = assistant.stream(question.text, session_id=session_id, audience=question.asked_by)
     raw = "".join(stream)
     answer = stream.answer
     assistant.reset(session_id)
@@ -104,7 +104,7 @@ def row_for(question: LabelledQuestion, answer: AssistantAnswer, raw: str, relev
         "id": question.id,
         "type": question.type,
         "answerable": question.answerable,
-        "mode": question.mode.value,
+        "mode": question.asked_by.value,
         "question": question.text,
         "previous_turn": question.previous_turn,
         "standalone_question": answer.standalone_question,

@@ -38,7 +38,7 @@ from benchmarks.answer_diagnosis import read_checkpoint
 from colbert_att_assistant.assistant.brand import BRANDS_DIR, BrandProfile
 from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
 from colbert_att_assistant.assistant.grounding_note import judge_turn
-from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.assistant.settings import AssistantSettings, Audience
 from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
@@ -176,7 +176,7 @@ def ask(assistant: Assistant, question: dict) -> AssistantAnswer:
     session_id = f"brand-profile-eval-{question['id']}"
     assistant.reset(session_id)
     try:
-        return assistant.answer(question["text"], session_id=session_id, mode=Mode.CUSTOMER)
+        return assistant.answer(question["text"], session_id=session_id, audience=Audience.CUSTOMER)
     finally:
         assistant.reset(session_id)
 

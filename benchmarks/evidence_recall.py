@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from colbert_att_assistant.assistant.chat import PUBLIC_ONLY
 from colbert_att_assistant.assistant.evidence import Evidence, select_evidence
 from colbert_att_assistant.assistant.follow_up import standalone_question
-from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.assistant.settings import AssistantSettings, Audience
 from colbert_att_assistant.evals.answer_scoring import missing_facts
 from colbert_att_assistant.evals.labelled_questions import load_questions
 from colbert_att_assistant.evals.results_log import record_run, run_header
@@ -65,7 +65,7 @@ def main(
         history = [ChatMessage(role=MessageRole.USER, content=question.previous_turn)] if question.previous_turn else []
         query = encoder.encode_query(standalone_question(question.text, history))
         hits = index.search(query, top_k=settings.retrieval.top_k, mode=settings.retrieval.scoring,
-                            filters=PUBLIC_ONLY if question.mode is Mode.CUSTOMER else None)  # fmt: skip
+                            filters=PUBLIC_ONLY if question.asked_by is Audience.CUSTOMER else None)  # fmt: skip
         in_passages += not missing_facts(question.facts, "\n".join(hit.text for hit in hits))
         aligned = [(n, hit.text, index.token_similarities(query, hit.id)) for n, hit in enumerate(hits, start=1)]
         for name, (count, follow, reach) in variants.items():

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from colbert_att_assistant.assistant.abstention import AbstentionCalibration
 from colbert_att_assistant.assistant.chat import PUBLIC_ONLY
-from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.assistant.settings import AssistantSettings, Audience
 from colbert_att_assistant.evals.calibrate_abstention import question_scores, retrieval_query
 from colbert_att_assistant.evals.labelled_questions import load_questions
 from colbert_att_assistant.evals.results_log import record_run, run_header
@@ -204,7 +204,9 @@ def kb_benchmark(base: ColBERTAttEncoder, limits: list[int], split: str) -> dict
     questions = load_questions(split)  # type: ignore[arg-type]
     answerable = [q for q in questions if q.answerable and q.id in qrels_all]
     unjudged = [q.id for q in questions if q.answerable and q.id not in qrels_all]
-    queries = [Query(q.id, retrieval_query(q), PUBLIC_ONLY if q.mode is Mode.CUSTOMER else None) for q in answerable]
+    queries = [
+        Query(q.id, retrieval_query(q), PUBLIC_ONLY if q.asked_by is Audience.CUSTOMER else None) for q in answerable
+    ]
     qrels = {q.id: qrels_all[q.id] for q in answerable}
     result = measure("kb", queries, qrels, load, base, limits)
     result["answerable_without_qrels"] = unjudged

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from benchmarks.answer_diagnosis import aims, diagnose, markdown_body, read_checkpoint, select, summarise
 from colbert_att_assistant.assistant.chat import AssistantAnswer, Citation
-from colbert_att_assistant.assistant.settings import Mode
+from colbert_att_assistant.assistant.settings import Audience
 from colbert_att_assistant.evals.labelled_questions import load_questions
+
+CUSTOMER = Audience.CUSTOMER
 
 
 def _citation(number: int, document_id: str, audience: str = "public") -> Citation:
@@ -25,7 +27,9 @@ def _citation(number: int, document_id: str, audience: str = "public") -> Citati
     )
 
 
-def _answer(text: str, mode: Mode, *, abstained=False, cited=(), shown=(), timings=None, **extra) -> AssistantAnswer:
+def _answer(
+    text: str, audience: Audience, *, abstained=False, cited=(), shown=(), timings=None, **extra
+) -> AssistantAnswer:
     return AssistantAnswer(
         text=text,
         abstained=abstained,
@@ -33,7 +37,7 @@ def _answer(text: str, mode: Mode, *, abstained=False, cited=(), shown=(), timin
         sources=list(shown),
         question="",
         standalone_question="",
-        mode=mode,
+        audience=audience,
         timings_ms=timings or {},
         **extra,
     )
@@ -49,23 +53,23 @@ def test_rows_summary_and_report() -> None:
     rows = [
         diagnose(
             questions["care-001"],
-            _answer("It holds 12 cards [1].", Mode.CUSTOMER, cited=[belts], shown=[belts, calfskin], timings=timings),
+            _answer("It holds 12 cards [1].", CUSTOMER, cited=[belts], shown=[belts, calfskin], timings=timings),
             "It holds 12 cards [1].",
             {"care-belts-small-leather-goods#c5a86c110642"},
         ),
         diagnose(
             questions["care-002"],
-            _answer("I don't know.", Mode.CUSTOMER, abstained=True, abstain_reason="model_declined", shown=[calfskin]),
+            _answer("I don't know.", CUSTOMER, abstained=True, abstain_reason="model_declined", shown=[calfskin]),
             "I'm sorry, I don't know.",
             {"care-calfskin#1224b27da20a"},
         ),
         diagnose(
             questions["faq-013"],
-            _answer("Klarna, in 3 instalments [1][2].", Mode.CUSTOMER, cited=[payment, discounts], shown=[payment]),
+            _answer("Klarna, in 3 instalments [1][2].", CUSTOMER, cited=[payment, discounts], shown=[payment]),
             "Klarna, in 3 instalments [1][2].",
             {"faq-payment#07c41c2220f1"},
         ),
-        diagnose(questions["faq-059"], _answer("Yes, apple leather [1].", Mode.CUSTOMER, cited=[payment]), "", set()),
+        diagnose(questions["faq-059"], _answer("Yes, apple leather [1].", CUSTOMER, cited=[payment]), "", set()),
     ]
     assert [r["outcome"] for r in rows] == ["correct", "declined_with_evidence", "leak", "invented"]
     # Engines that do not say how an answer was made leave the path out; one that does is counted by path.

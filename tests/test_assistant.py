@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from colbert_att_assistant.assistant import Assistant, Mode
+from colbert_att_assistant.assistant import Assistant, Audience
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 
 
@@ -110,13 +110,13 @@ def test_an_invented_number_is_never_shown(assistant_settings, kb_assistant, cha
 
 def test_customer_mode_never_sees_internal_documents(recording_assistant):
     question = "What is the maximum discount a boutique manager can approve for a top client?"
-    customer = recording_assistant.answer(question, mode=Mode.CUSTOMER)
+    customer = recording_assistant.answer(question, audience=Audience.CUSTOMER)
     assert customer.sources and all(source.audience == "public" for source in customer.sources)
     internal_text = "Discount Authority and Approval Workflow"
     assert all(internal_text not in prompt for prompt in recording_assistant.chat_model.prompts)
     assert internal_text not in customer.text
 
-    staff = recording_assistant.answer(question, mode=Mode.STAFF)
+    staff = recording_assistant.answer(question, audience=Audience.STAFF)
     assert "internal-discount-authority" in [source.document_id for source in staff.sources]
 
 

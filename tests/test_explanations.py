@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from colbert_att_assistant.assistant import Mode
+from colbert_att_assistant.assistant import Audience
 from colbert_att_assistant.retriever.scoring import ScoringMode
 from colbert_att_assistant.webapp.staff_explain import explanation_html
 
@@ -19,12 +19,12 @@ QUESTION = "What is the maximum discount a boutique manager can approve?"
 @pytest.fixture(scope="module")
 def staff_sources(kb_assistant):
     query = kb_assistant.index.encoder.encode_query(QUESTION)
-    return kb_assistant.retrieve(query, Mode.STAFF)
+    return kb_assistant.retrieve(query, Audience.STAFF)
 
 
 def test_staff_sources_say_why_they_were_found_and_customer_sources_do_not(kb_assistant, staff_sources):
     query = kb_assistant.index.encoder.encode_query(QUESTION)
-    customer = kb_assistant.retrieve(query, Mode.CUSTOMER)
+    customer = kb_assistant.retrieve(query, Audience.CUSTOMER)
     assert customer and all(source.explanation is None for source in customer)
     assert len(staff_sources) == kb_assistant.settings.retrieval.top_k
     assert all(source.explanation is not None for source in staff_sources)
@@ -65,7 +65,7 @@ def test_contributions_add_up_to_no_more_than_the_score_and_the_reason_names_the
 
 def test_plain_maxsim_explains_with_the_cosine_alone(kb_assistant):
     query = kb_assistant.index.encoder.encode_query(QUESTION)
-    sources = kb_assistant.retrieve(query, Mode.STAFF, ScoringMode.MAXSIM)
+    sources = kb_assistant.retrieve(query, Audience.STAFF, ScoringMode.MAXSIM)
     for row in sources[0].explanation.matches:
         assert math.isclose(row.contribution, row.cosine, rel_tol=1e-6)
 

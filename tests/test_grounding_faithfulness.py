@@ -16,7 +16,7 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from pydantic import Field
 
 from colbert_att_assistant.assistant.chat import AssistantAnswer, Citation
-from colbert_att_assistant.assistant.settings import Mode
+from colbert_att_assistant.assistant.settings import Audience
 from colbert_att_assistant.evals.faithfulness import (
     AgreementStats,
     FaithfulnessCheck,
@@ -108,7 +108,7 @@ def test_the_report_gives_the_evaluator_the_cited_passages_only():
         sources=[_citation(1, POWER_RESERVE), _citation(2, WINDING)],
         question="How do I wind it?",
         standalone_question="How do I wind it?",
-        mode=Mode.CUSTOMER,
+        audience=Audience.CUSTOMER,
     )
     verdict = faithfulness_for(FaithfulnessCheck(llm), answer)
     assert verdict.passing is True

@@ -17,7 +17,7 @@ from colbert_att_assistant.assistant.grounding_note import (
     grounding_note,
     judge_turn,
 )
-from colbert_att_assistant.assistant.settings import Mode
+from colbert_att_assistant.assistant.settings import Audience
 from colbert_att_assistant.grounding import GroundingJudge
 
 CARE = Path(__file__).resolve().parent.parent / "knowledge_base" / "documents" / "care"
@@ -70,7 +70,7 @@ def answer(text: str, sources: list[Citation]) -> AssistantAnswer:
         sources=sources,
         question=QUESTION,
         standalone_question=QUESTION,
-        mode=Mode.CUSTOMER,
+        audience=Audience.CUSTOMER,
         top_score=sources[0].score,
     )
 
@@ -124,6 +124,6 @@ def test_an_abstention_gets_no_note(judge, sources):
         sources=sources,
         question="Can I iron my velvet jacket?",
         standalone_question="Can I iron my velvet jacket?",
-        mode=Mode.CUSTOMER,
+        audience=Audience.CUSTOMER,
     )
     assert grounding_note(judge, declined) is None

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from colbert_att_assistant.assistant import AssistantAnswer, Citation, Mode
+from colbert_att_assistant.assistant import AssistantAnswer, Audience, Citation
 from colbert_att_assistant.webapp.conversation_log import ConversationLog
 
 STAFF = ("staff", "correct horse")
@@ -45,7 +45,7 @@ def seed(log: ConversationLog, index) -> dict[str, int]:
         found = sources(index, question) if question else []
         defaults = dict(
             text="…", abstained=False, answer_path="generated", sources=found, citations=found[:1],
-            question=question, standalone_question=question, mode=Mode.CUSTOMER,
+            question=question, standalone_question=question, audience=Audience.CUSTOMER,
         )  # fmt: skip
         return AssistantAnswer(**{**defaults, **fields})
 

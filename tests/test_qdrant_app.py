@@ -14,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from app import start_assistant
-from colbert_att_assistant.assistant import Assistant, AssistantSettings, Mode
+from colbert_att_assistant.assistant import Assistant, AssistantSettings, Audience
 from colbert_att_assistant.knowledge_base.documents_io import KnowledgeBaseError
 from colbert_att_assistant.knowledge_base.ingest import main as ingest_main
 from colbert_att_assistant.knowledge_base.ingest import open_brand_index
@@ -71,7 +71,7 @@ def test_the_chat_app_answers_from_qdrant_by_one_setting(tmp_path, monkeypatch, 
             thread.join(timeout=10)
         # Staff sources explain themselves on this backend too.
         query = encoder.encode_query("What discount can a boutique manager approve?")
-        staff = assistant.retrieve(query, Mode.STAFF)
+        staff = assistant.retrieve(query, Audience.STAFF)
         assert staff[0].document_id == "internal-discount-authority" and staff[0].explanation.matched_words
     finally:
         assistant.index.close()  # the local folder is held by one client at a time

@@ -12,7 +12,7 @@ import threading
 import httpx
 import pytest
 
-from colbert_att_assistant.assistant import Mode
+from colbert_att_assistant.assistant import Audience
 
 STAFF = ("staff", "correct horse")
 QUESTION = "How do I care for cashmere?"
@@ -133,7 +133,7 @@ def test_a_customer_cannot_continue_a_staff_session(app_server):
     services = app.state.services
     assert [t.question for t in services.memory.turns(body["session_id"])] == ["And for a VIC?"]
     logged = app.state.conversation_log.rows("turns")[-1]
-    assert logged["session_id"] == body["session_id"] and logged["mode"] == Mode.CUSTOMER.value
+    assert logged["session_id"] == body["session_id"] and logged["mode"] == Audience.CUSTOMER.value
     assert all(not item["document_id"].startswith("internal-") for item in json.loads(logged["retrieved"]))
     # The staff session is still the staff's own.
     assert [t.question for t in services.memory.turns(staff["session_id"])] == [

@@ -6,6 +6,6 @@ answer = assistant.answer("How do I care for my calfskin wallet after it gets we
 """
 
 from colbert_att_assistant.assistant.chat import AnswerStream, Assistant, AssistantAnswer, Citation
-from colbert_att_assistant.assistant.settings import AssistantSettings, LLMBackend, Mode
+from colbert_att_assistant.assistant.settings import AssistantSettings, Audience, LLMBackend
 
-__all__ = ["AnswerStream", "Assistant", "AssistantAnswer", "AssistantSettings", "Citation", "LLMBackend", "Mode"]
+__all__ = ["AnswerStream", "Assistant", "AssistantAnswer", "AssistantSettings", "Audience", "Citation", "LLMBackend"]

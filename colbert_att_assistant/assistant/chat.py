@@ -35,7 +35,7 @@ from colbert_att_assistant.assistant.grounding_note import grounding_note
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.memory import SessionMemory
 from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
-from colbert_att_assistant.assistant.settings import AnswerStyle, AssistantSettings, Mode
+from colbert_att_assistant.assistant.settings import AnswerStyle, AssistantSettings, Audience
 from colbert_att_assistant.grounding import GroundingJudge
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, EncodedText
 from colbert_att_assistant.retriever.index import BaseMultiVectorIndex, SearchHit
@@ -79,7 +79,7 @@ class AssistantAnswer(BaseModel):
     evidence: list[str] = Field(default_factory=list, description="The lines of the sources the model was shown.")
     question: str
     standalone_question: str
-    mode: Mode
+    audience: Audience
     top_score: float | None = None
     evidence_score: float | None = None
     removed_citations: list[int] = Field(default_factory=list, description="Invented source numbers, removed.")
@@ -224,17 +224,17 @@ class Assistant:
 
     # ---- the steps of one turn ----------------------------------------------------------------------------
 
-    def retrieve(self, query: EncodedText, mode: Mode, scoring: ScoringMode | None = None) -> list[Citation]:
+    def retrieve(self, query: EncodedText, audience: Audience, scoring: ScoringMode | None = None) -> list[Citation]:
         """The top passages, numbered from 1; customer mode sees only public ones (a metadata filter of the index,
         not a rule in the prompt). Staff mode also says why each was found (`Citation.explanation`): that costs a
         stored-document read and a tokenisation per passage, which customers' turns do not pay."""
         scoring = scoring or self.settings.retrieval.scoring
-        staff = mode is Mode.STAFF
+        staff = audience is Audience.STAFF
         hits = self.index.search(
             query,
             top_k=self.settings.retrieval.top_k,
             mode=scoring,
-            filters=PUBLIC_ONLY if mode is Mode.CUSTOMER else None,
+            filters=PUBLIC_ONLY if audience is Audience.CUSTOMER else None,
             explain=staff,
         )
         return [
@@ -256,17 +256,17 @@ class Assistant:
         self,
         message: Any,
         session_id: str | None = None,
-        mode: Mode | str = Mode.CUSTOMER,
+        audience: Audience | str = Audience.CUSTOMER,
         scoring: ScoringMode | str | None = None,
     ) -> AnswerStream:
-        mode = Mode(mode)
+        audience = Audience(audience)
         started = time.perf_counter()
         problem = validate_message(message, self.settings.chat.max_message_chars, self.brand)
         if problem is not None:
             text = message if isinstance(message, str) else f"<{type(message).__name__}>"
             answer = AssistantAnswer(
                 text=problem, abstained=True, abstain_reason="invalid_message", answer_path="invalid",
-                question=text[:200], standalone_question="", mode=mode,
+                question=text[:200], standalone_question="", audience=audience,
             )  # fmt: skip
             return AnswerStream([], "", iter([problem]), lambda _: answer)
 
@@ -275,7 +275,7 @@ class Assistant:
         standalone = standalone_question(question, history)
         # One encoding of the question serves retrieval and the evidence alignment.
         query = self.index.encoder.encode_query(standalone)
-        sources = self.retrieve(query, mode, ScoringMode(scoring) if scoring else None)
+        sources = self.retrieve(query, audience, ScoringMode(scoring) if scoring else None)
         retrieved_at = time.perf_counter()
         top_score = sources[0].score if sources else None
         evidence = self.evidence(query, sources) if sources else None
@@ -288,8 +288,8 @@ class Assistant:
             return answer
 
         turn = dict(
-            sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone, mode=mode,
-            top_score=top_score, evidence_score=evidence.best_score if evidence else None,
+            sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone,
+            audience=audience, top_score=top_score, evidence_score=evidence.best_score if evidence else None,
         )  # fmt: skip
 
         def abstention(reason: AbstainReason, **extra: Any) -> AssistantAnswer:
@@ -385,10 +385,10 @@ class Assistant:
         self,
         message: Any,
         session_id: str | None = None,
-        mode: Mode | str = Mode.CUSTOMER,
+        audience: Audience | str = Audience.CUSTOMER,
         scoring: ScoringMode | str | None = None,
     ) -> AssistantAnswer:
-        return self.stream(message, session_id=session_id, mode=mode, scoring=scoring).answer
+        return self.stream(message, session_id=session_id, audience=audience, scoring=scoring).answer
 
     def reset(self, session_id: str) -> None:
         self.memory.clear(session_id)

@@ -33,7 +33,9 @@ class LLMBackend(StrEnum):
     LLAMA_SERVER = "llama_server"
 
 
-class Mode(StrEnum):
+class Audience(StrEnum):
+    """Who is asking, which decides the documents a turn may see (the HTTP API names it `mode`)."""
+
     CUSTOMER = "customer"  # public documents only
     STAFF = "staff"  # public and internal documents
 

@@ -27,7 +27,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, Field
 
 from colbert_att_assistant.assistant.citations import CITATION
-from colbert_att_assistant.assistant.settings import Mode
+from colbert_att_assistant.assistant.settings import Audience
 from colbert_att_assistant.evals.labelled_questions import LabelledQuestion
 
 Outcome = Literal[
@@ -134,7 +134,7 @@ def score_answer(
     gold_cited = bool(gold & set(cited_documents)) if gold else None
     leaked = (
         sorted(set(cited_documents) & set(internal_documents))
-        if question.mode == Mode.CUSTOMER and not abstained
+        if question.asked_by == Audience.CUSTOMER and not abstained
         else []
     )
     # Facts are checked on every answer to an answerable question, a leaking one included, for the report.

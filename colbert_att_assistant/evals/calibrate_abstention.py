@@ -24,7 +24,7 @@ from rich.progress import track
 
 from colbert_att_assistant.assistant.abstention import CALIBRATION_FILE, AbstentionCalibration, choose_threshold
 from colbert_att_assistant.assistant.evidence import evidence_for
-from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.assistant.settings import AssistantSettings, Audience
 from colbert_att_assistant.evals.labelled_questions import LabelledQuestion, load_questions
 from colbert_att_assistant.knowledge_base.ingest import ingest
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
@@ -47,7 +47,7 @@ def question_scores(
 
     scores = []
     for question in track(questions, description="Retrieving", console=console):
-        filters = PUBLIC_ONLY if question.mode is Mode.CUSTOMER else None
+        filters = PUBLIC_ONLY if question.asked_by is Audience.CUSTOMER else None
         query = retrieval_query(question)
         hits = ColBERTAttRetriever(index, similarity_top_k=top_k, filters=filters, scoring=scoring).retrieve(
             QueryBundle(query)

@@ -48,7 +48,7 @@ from rich.console import Console
 
 from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
 from colbert_att_assistant.assistant.llm_backends import ChatModel
-from colbert_att_assistant.assistant.settings import AssistantSettings, Mode
+from colbert_att_assistant.assistant.settings import AssistantSettings, Audience
 from colbert_att_assistant.evals.faithfulness import (
     AgreementStats,
     FaithfulnessCheck,
@@ -87,7 +87,7 @@ class QuestionSet(StrEnum):
 class ReportQuestion:
     id: str
     text: str
-    mode: Mode
+    asked_by: Audience
     type: str
     answerable: bool | None  # None: the data set has no answerability label (WixQA)
     previous_turn: str | None = None
@@ -114,7 +114,7 @@ def kb_questions(split: str, limit: int | None) -> list[ReportQuestion]:
         ReportQuestion(
             id=q.id,
             text=q.text,
-            mode=q.mode,
+            asked_by=q.asked_by,
             type=q.type,
             answerable=q.answerable,
             previous_turn=q.previous_turn,
@@ -138,7 +138,7 @@ def wixqa_questions(data: BeirDataset, limit: int) -> list[ReportQuestion]:
         ReportQuestion(
             id=qid,
             text=text,
-            mode=Mode.CUSTOMER,
+            asked_by=Audience.CUSTOMER,
             type="wixqa_expert",
             answerable=None,
             gold_documents=tuple(sorted(data.qrels.get(qid, {}))),
@@ -176,8 +176,8 @@ def ask(assistant: Assistant, question: ReportQuestion) -> AssistantAnswer:
     assistant.reset(session_id)
     try:
         if question.previous_turn:
-            assistant.answer(question.previous_turn, session_id=session_id, mode=question.mode)
-        return assistant.answer(question.text, session_id=session_id, mode=question.mode)
+            assistant.answer(question.previous_turn, session_id=session_id, audience=question.asked_by)
+        return assistant.answer(question.text, session_id=session_id, audience=question.asked_by)
     finally:
         assistant.reset(session_id)
 
@@ -224,7 +224,7 @@ def row_for(
     return {
         "id": question.id,
         "type": question.type,
-        "mode": question.mode.value,
+        "mode": question.asked_by.value,
         "answerable": question.answerable,
         "question": question.text,
         "previous_turn": question.previous_turn,

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from colbert_att_assistant.assistant.settings import Mode
+from colbert_att_assistant.assistant.settings import Audience
 from colbert_att_assistant.paths import KNOWLEDGE_BASE_DIR
 
 QUESTIONS_FILE = KNOWLEDGE_BASE_DIR / "eval" / "queries.jsonl"
@@ -33,8 +33,9 @@ class LabelledQuestion(BaseModel):
     facts: list[list[str]] = []
 
     @property
-    def mode(self) -> Mode:
-        return Mode.STAFF if self.audience == "internal" else Mode.CUSTOMER
+    def asked_by(self) -> Audience:
+        """Staff ask the questions that only internal documents answer; customers ask the others."""
+        return Audience.STAFF if self.audience == "internal" else Audience.CUSTOMER
 
     @property
     def split(self) -> Literal["calibration", "held_out"]:

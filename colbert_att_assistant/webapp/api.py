@@ -25,7 +25,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field, field_validator
 
-from colbert_att_assistant.assistant import AssistantAnswer, Mode
+from colbert_att_assistant.assistant import AssistantAnswer, Audience
 from colbert_att_assistant.webapp.generation import Failed, Finished, Queued, QueueFull, Ticket
 from colbert_att_assistant.webapp.input_checks import readable
 from colbert_att_assistant.webapp.login_throttle import locked_out_message
@@ -44,14 +44,15 @@ class ChatRequest(BaseModel):
     session_id: str | None = Field(
         default=None, max_length=128, description="The id a previous reply gave; leave out to start a conversation."
     )
-    mode: Mode = Mode.CUSTOMER
+    # Named `mode` on the wire, as clients have always sent it.
+    mode: Audience = Audience.CUSTOMER
 
     _check_message = field_validator("message", "session_id")(readable)
 
 
 class SessionRequest(BaseModel):
     session_id: str = Field(max_length=128)
-    mode: Mode = Mode.CUSTOMER
+    mode: Audience = Audience.CUSTOMER
 
     _check_session = field_validator("session_id")(readable)
 
@@ -118,8 +119,8 @@ def api_router(services: AppServices) -> APIRouter:
     basic = HTTPBasic(auto_error=False)
     assistant, log = services.assistant, services.log
 
-    def owner_for(mode: Mode, credentials: HTTPBasicCredentials | None, request: Request) -> SessionOwner:
-        if mode is Mode.CUSTOMER:
+    def owner_for(audience: Audience, credentials: HTTPBasicCredentials | None, request: Request) -> SessionOwner:
+        if audience is Audience.CUSTOMER:
             return SessionOwner.customer()
         # Staff mode sees internal documents: only with the staff login (HTTP basic auth), throttled per client.
         client = services.client(request)
@@ -143,8 +144,8 @@ def api_router(services: AppServices) -> APIRouter:
         if wait is not None:
             raise HTTPException(429, rate_limited_message(wait), headers={"Retry-After": str(max(1, round(wait)))})
 
-    def admit(message: Any, session: ResolvedSession, mode: Mode, events: AsyncEvents) -> Ticket:
-        work = answer_work(assistant, message, session.id, mode, events.emit)
+    def admit(message: Any, session: ResolvedSession, audience: Audience, events: AsyncEvents) -> Ticket:
+        work = answer_work(assistant, message, session.id, audience, events.emit)
         try:
             return services.generation.submit(work, events.emit)
         except QueueFull as full:

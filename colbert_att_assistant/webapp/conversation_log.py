@@ -75,7 +75,7 @@ class ConversationLog:
             time.time(),
             channel,
             session_id,
-            answer.mode.value,
+            answer.audience.value,  # stored in the `mode` column, the name the HTTP API uses
             answer.question,
             answer.standalone_question,
             answer.text,

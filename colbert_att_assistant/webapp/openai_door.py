@@ -31,7 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from colbert_att_assistant.assistant import AssistantAnswer, Citation, Mode
+from colbert_att_assistant.assistant import AssistantAnswer, Audience, Citation
 from colbert_att_assistant.webapp.generation import Failed, Finished, QueueFull
 from colbert_att_assistant.webapp.input_checks import readable
 from colbert_att_assistant.webapp.login_throttle import locked_out_message
@@ -146,10 +146,10 @@ def openai_router(services: AppServices) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
     assistant, log = services.assistant, services.log
     name = slug(assistant.brand.name)
-    models = {name: Mode.CUSTOMER, f"{name}-staff": Mode.STAFF}
+    models = {name: Audience.CUSTOMER, f"{name}-staff": Audience.STAFF}
 
-    def owner_for(mode: Mode, request: Request) -> SessionOwner | JSONResponse:
-        if mode is Mode.CUSTOMER:
+    def owner_for(audience: Audience, request: Request) -> SessionOwner | JSONResponse:
+        if audience is Audience.CUSTOMER:
             return SessionOwner.customer()
         client = services.client(request)
         locked = services.throttle.locked_for(client)

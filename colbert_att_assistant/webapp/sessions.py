@@ -16,7 +16,7 @@ import time
 
 from pydantic import BaseModel
 
-from colbert_att_assistant.assistant import Mode
+from colbert_att_assistant.assistant import Audience
 from colbert_att_assistant.assistant.memory import SQLiteMemory
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -33,16 +33,16 @@ CREATE INDEX IF NOT EXISTS sessions_last_used ON sessions (last_used);
 
 
 class SessionOwner(BaseModel, frozen=True):
-    audience: Mode
+    audience: Audience
     staff_user: str | None = None
 
     @classmethod
     def customer(cls) -> SessionOwner:
-        return cls(audience=Mode.CUSTOMER)
+        return cls(audience=Audience.CUSTOMER)
 
     @classmethod
     def staff(cls, username: str) -> SessionOwner:
-        return cls(audience=Mode.STAFF, staff_user=username)
+        return cls(audience=Audience.STAFF, staff_user=username)
 
 
 class ResolvedSession(BaseModel, frozen=True):
@@ -119,4 +119,4 @@ class SessionRegistry:
             row = self._connection.execute(
                 "SELECT audience, staff_user FROM sessions WHERE id = ?", (session_id,)
             ).fetchone()
-        return None if row is None else SessionOwner(audience=Mode(row[0]), staff_user=row[1])
+        return None if row is None else SessionOwner(audience=Audience(row[0]), staff_user=row[1])

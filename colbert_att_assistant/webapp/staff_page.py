@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from colbert_att_assistant.assistant import Mode
+from colbert_att_assistant.assistant import Audience
 from colbert_att_assistant.retriever.scoring import ScoringMode
 from colbert_att_assistant.webapp.generation import Failed, Finished, Queued, QueueFull
 from colbert_att_assistant.webapp.input_checks import UNREADABLE_MESSAGE, unreadable_text
@@ -45,7 +45,7 @@ def staff_page(services: AppServices) -> gr.Blocks:
         events = SyncEvents()
         try:
             ticket = services.generation.submit(
-                answer_work(assistant, question, None, Mode.STAFF, events.emit, scoring=scoring), events.emit
+                answer_work(assistant, question, None, Audience.STAFF, events.emit, scoring=scoring), events.emit
             )
         except QueueFull as full:
             yield full.message, ""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from colbert_att_assistant.assistant import Assistant, AssistantAnswer, Citation, Mode
+from colbert_att_assistant.assistant import Assistant, AssistantAnswer, Audience, Citation
 from colbert_att_assistant.assistant.llm_backends import Cancellation, GenerationCancelled
 from colbert_att_assistant.webapp.generation import Failed, Finished, Ticket
 
@@ -41,14 +41,14 @@ def answer_work(
     assistant: Assistant,
     message: object,
     session_id: str | None,
-    mode: Mode,
+    audience: Audience,
     emit: Callable[[object], None],
     scoring: str | None = None,
 ) -> Callable[[Cancellation], AssistantAnswer]:
     """The generation thread's job for one turn: stream the answer, emitting sources and text as they come."""
 
     def work(cancellation: Cancellation) -> AssistantAnswer:
-        stream = assistant.stream(message, session_id=session_id, mode=mode, scoring=scoring)
+        stream = assistant.stream(message, session_id=session_id, audience=audience, scoring=scoring)
         emit(SourcesReady(list(stream.sources)))
         for delta in stream:
             if cancellation.cancelled:
