@@ -124,8 +124,14 @@ def chat_model():
 def assistant_settings(knowledge_base_copy, knowledge_base_index):
     from colbert_att_assistant.assistant import AssistantSettings
 
+    # The model's drafts, checked sentence by sentence, are what most assistant tests exercise; the default quoted
+    # style (no model call) is tested in test_assistant.py and over HTTP in test_qdrant_app.py.
     return AssistantSettings.load(
-        retrieval={"index_dir": str(knowledge_base_index), "documents_dir": str(knowledge_base_copy)},
+        retrieval={
+            "index_dir": str(knowledge_base_index),
+            "documents_dir": str(knowledge_base_copy),
+            "answer_style": "generated",
+        },
         llm={"threads": 2},
     )
 

@@ -124,7 +124,11 @@ def wix_settings(tmp_path_factory) -> AssistantSettings:
     index_dir = tmp_path_factory.mktemp("wix-index")
     return AssistantSettings.load(
         brand_profile=str(WIX_PROFILE),
-        retrieval={"index_dir": str(index_dir), "documents_dir": str(folder / "corpus.jsonl")},
+        retrieval={
+            "index_dir": str(index_dir),
+            "documents_dir": str(folder / "corpus.jsonl"),
+            "answer_style": "generated",
+        },
         llm={"threads": 2},
     )
 
