@@ -34,7 +34,9 @@ def parse_variant(text: str) -> StorageSettings:
     """'8192+opq', '2048', '4096+opq+b10': centroids, OPQ rotation on/off, bits per sub-vector."""
     parts = text.split("+")
     bits = next((int(p[1:]) for p in parts[1:] if p.startswith("b")), 8)
-    return StorageSettings(codec="residual_pq", centroids=int(parts[0]), pq_rotation="opq" in parts[1:], pq_bits=bits)
+    return StorageSettings(
+        vector_format="residual_pq", centroids=int(parts[0]), pq_rotation="opq" in parts[1:], pq_bits=bits
+    )
 
 
 def ndcg_at_10(index: MultiVectorIndex, data: BeirDataset, encoded: dict, mode: str) -> float:
@@ -98,7 +100,7 @@ def main(
     for name in variants.split(","):
         storage = parse_variant(name)
         started = time.perf_counter()
-        compressed = source.converted(storage)
+        compressed = source.copy_with_storage(storage)
         seconds = time.perf_counter() - started
         codec = compressed.token_storage.codec
         assert codec is not None

@@ -2,7 +2,7 @@
 
     python benchmarks/compression_scifact.py --index-dir indexes/scifact --dataset ../shared/datasets/scifact
 
-Every variant is made from the existing bfloat16 index (`MultiVectorIndex.converted`: same encoded tokens, no
+Every variant is made from the existing bfloat16 index (`MultiVectorIndex.copy_with_storage`: same encoded tokens, no
 re-encoding), so the rows differ only in how tokens are stored. The centroid lists' nprobe is chosen on SciFact
 train (809 queries) for the 48-byte codes; test numbers are reported for every variant with that nprobe.
 Bytes per token count every file of the persisted index divided by the tokens of the unpruned collection, and
@@ -60,7 +60,7 @@ def main(
         return round(total / full_tokens, 1), round(vectors / full_tokens, 1)
 
     # nprobe for the compressed index, chosen on train.
-    compressed = source.converted(StorageSettings(codec="residual_pq"))
+    compressed = source.copy_with_storage(StorageSettings(vector_format="residual_pq"))
     choice_rows = []
     for nprobe in [int(n) for n in nprobes.split(",")]:
         compressed.settings.candidates = CandidateSettings(centroid_nprobe=nprobe)
@@ -75,7 +75,7 @@ def main(
     rows = []
     for codec, fraction, index in track(variants, description="variants"):
         if index is None:
-            index = source.converted(StorageSettings(codec=codec, prune_fraction=fraction))
+            index = source.copy_with_storage(StorageSettings(vector_format=codec, prune_fraction=fraction))
         index.settings.candidates = candidates
         total_bytes, vector_bytes = size_of(index, codec)
         rows.append(

@@ -106,7 +106,7 @@ def build(
     settings = IndexSettings(
         encoder=encoder.settings,
         storage=StorageSettings(
-            codec="residual_pq", centroids=centroids, prune_fraction=prune_fraction, pq_rotation=rotation
+            vector_format="residual_pq", centroids=centroids, prune_fraction=prune_fraction, pq_rotation=rotation
         ),
     )
     started = time.perf_counter()

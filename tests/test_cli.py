@@ -64,7 +64,7 @@ def test_build_compressed_and_convert(tmp_path, passages):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": p["id"], "title": "", "text": p["text"]}) + "\n" for p in passages))
     built = runner.invoke(
-        app, ["build", "--corpus", str(corpus), "--index-dir", str(tmp_path / "pq"), "--codec", "residual_pq"]
+        app, ["build", "--corpus", str(corpus), "--index-dir", str(tmp_path / "pq"), "--vector-format", "residual_pq"]
     )
     assert built.exit_code == 0, built.output
     assert "residual_pq" in built.output
@@ -82,6 +82,8 @@ def test_build_compressed_and_convert(tmp_path, passages):
             str(tmp_path / "pruned"),
             "--prune-fraction",
             "0.25",
+            "--codec",  # the option's earlier name still works
+            "residual_pq",
         ],
     )
     assert converted.exit_code == 0, converted.output

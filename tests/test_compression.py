@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from colbert_att_assistant.retriever import EncoderSettings
 from colbert_att_assistant.retriever.errors import ColBERTAttError
@@ -36,7 +37,7 @@ def compressed_settings(encoder, **storage) -> IndexSettings:
     # rotation has its own tests below.
     return IndexSettings(
         encoder=encoder.settings,
-        storage=StorageSettings(codec="residual_pq", **{"centroids": 512, "pq_rotation": False, **storage}),
+        storage=StorageSettings(vector_format="residual_pq", **{"centroids": 512, "pq_rotation": False, **storage}),
     )
 
 
@@ -275,4 +276,25 @@ def test_default_centroid_count_grows_with_the_collection_and_stays_fed():
 def test_old_bfloat16_settings_still_load(cached_encoder):
     # Manifests written before storage settings existed validate with the bfloat16 default.
     settings = IndexSettings.model_validate({"encoder": EncoderSettings().model_dump()})
-    assert settings.storage.codec == "bfloat16"
+    assert settings.storage.vector_format == "bfloat16"
+
+
+def test_an_index_whose_manifest_names_the_vector_format_codec_still_loads(compressed_index, cached_encoder, tmp_path):
+    compressed_index.persist(tmp_path / "index")
+    manifest_path = tmp_path / "index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    storage = manifest["settings"]["storage"]
+    storage["codec"] = storage.pop("vector_format")  # as indexes written before the rename have it
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    reloaded = MultiVectorIndex.load(tmp_path / "index", encoder=cached_encoder)
+    assert reloaded.settings.storage.vector_format == "residual_pq"
+    query = QUERIES[0]
+    expected, found = compressed_index.search(query, top_k=5), reloaded.search(query, top_k=5)
+    assert [h.id for h in found] == [h.id for h in expected]
+
+
+def test_an_unknown_vector_format_is_refused_with_the_formats_there_are():
+    with pytest.raises(ValidationError, match="vector_format(.|\n)*'bfloat16' or 'residual_pq'"):
+        StorageSettings(vector_format="float8")
+    with pytest.raises(ValidationError, match="codec(.|\n)*'bfloat16' or 'residual_pq'"):
+        StorageSettings.model_validate({"codec": "float8"})

@@ -67,7 +67,7 @@ def _new(backend: str, encoder, folder: Path) -> BaseMultiVectorIndex:
         return new_index(encoder, qdrant=QdrantSettings(location=str(folder / "qdrant"), collection="contract"))
     storage = StorageSettings()
     if backend == "local-residual_pq":
-        storage = StorageSettings(codec="residual_pq", centroids=128, pq_rotation=False)
+        storage = StorageSettings(vector_format="residual_pq", centroids=128, pq_rotation=False)
     return new_index(encoder, IndexSettings(storage=storage))
 
 

@@ -180,7 +180,7 @@ def test_a_rebuild_over_a_garbage_manifest_writes_a_new_generation(index_dir, sm
 def test_the_streaming_compressed_build_writes_checksums(cached_encoder, passages, tmp_path):
     settings = IndexSettings(
         encoder=cached_encoder.settings,
-        storage=StorageSettings(codec="residual_pq", centroids=128, pq_rotation=False, training_tokens=8192),
+        storage=StorageSettings(vector_format="residual_pq", centroids=128, pq_rotation=False, training_tokens=8192),
     )
     directory = tmp_path / "compressed"
     manifest = build_compressed_index(

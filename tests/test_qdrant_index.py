@@ -315,7 +315,7 @@ def test_token_pruning_is_applied_as_in_the_local_index(cached_encoder, document
             assert found == expected
             np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
     with pytest.raises(ValueError, match="residual_pq"):
-        QdrantMultiVectorIndex(cached_encoder, IndexSettings(storage=StorageSettings(codec="residual_pq")))
+        QdrantMultiVectorIndex(cached_encoder, IndexSettings(storage=StorageSettings(vector_format="residual_pq")))
 
 
 def test_an_in_memory_collection_cannot_be_persisted(cached_encoder, tmp_path):

@@ -28,8 +28,8 @@ from colbert_att_assistant.retriever.settings import (
     AttentionStrategy,
     EncoderSettings,
     IndexSettings,
-    StorageCodec,
     StorageSettings,
+    VectorFormat,
 )
 
 app = typer.Typer(help="ColBERT-Att retrieval: build and search attention-weighted late-interaction indexes.")
@@ -79,9 +79,14 @@ def build(
     document_max_tokens: Annotated[int, typer.Option(help="Document length in word pieces.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 32,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
-    codec: Annotated[
-        StorageCodec, typer.Option(help="Token storage: bfloat16 (exact) or residual_pq (50 bytes/token, large sets).")
-    ] = StorageCodec.BFLOAT16,
+    vector_format: Annotated[
+        VectorFormat,
+        typer.Option(
+            "--vector-format",
+            "--codec",
+            help="Token storage: bfloat16 (exact) or residual_pq (50 bytes/token, large sets).",
+        ),
+    ] = VectorFormat.BFLOAT16,
     prune_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Drop this fraction of each document's lowest-attention tokens.")
     ] = 0.0,
@@ -109,8 +114,8 @@ def build(
             num_threads=threads,
         )
         encoder = ColBERTAttEncoder(settings)
-        storage = StorageSettings(codec=codec, prune_fraction=prune_fraction)
-        if codec == "residual_pq" and not (index_dir / "manifest.json").is_file():
+        storage = StorageSettings(vector_format=vector_format, prune_fraction=prune_fraction)
+        if vector_format == "residual_pq" and not (index_dir / "manifest.json").is_file():
             with encoding_progress(len(documents), "Encoding documents") as advance:
                 manifest = build_compressed_index(
                     documents,
@@ -147,7 +152,9 @@ def build(
 def convert(
     source_dir: Annotated[Path, typer.Option(help="A bfloat16 index.")],
     index_dir: Annotated[Path, typer.Option(help="Where the converted index is written (a new directory).")],
-    codec: Annotated[StorageCodec, typer.Option(help="Token storage.")] = StorageCodec.RESIDUAL_PQ,
+    vector_format: Annotated[
+        VectorFormat, typer.Option("--vector-format", "--codec", help="Token storage.")
+    ] = VectorFormat.RESIDUAL_PQ,
     prune_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.0,
 ) -> None:
     """Store an index's tokens another way (compressed and/or pruned) without encoding anything again."""
@@ -155,8 +162,8 @@ def convert(
         if (index_dir / "manifest.json").is_file():
             raise ColBERTAttError(f"{index_dir} already holds an index; convert into a new directory.")
         source = MultiVectorIndex.load(source_dir)
-        storage = StorageSettings(codec=codec, prune_fraction=prune_fraction)
-        manifest = source.converted(storage).persist(index_dir)
+        storage = StorageSettings(vector_format=vector_format, prune_fraction=prune_fraction)
+        manifest = source.copy_with_storage(storage).persist(index_dir)
     except (ColBERTAttError, ValueError) as exc:
         console.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(code=2) from exc

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 
 class AttentionStrategy(StrEnum):
@@ -181,7 +181,10 @@ class CandidateSettings(BaseModel):
     )
 
 
-class StorageCodec(StrEnum):
+class VectorFormat(StrEnum):
+    """How each document token vector is written down: exact bfloat16 numbers, or compressed to a centroid id and a
+    product-quantised residual."""
+
     BFLOAT16 = "bfloat16"
     RESIDUAL_PQ = "residual_pq"
 
@@ -196,7 +199,10 @@ class StorageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    codec: StorageCodec = StorageCodec.BFLOAT16
+    # Manifests written before this setting had its name call it "codec"; they load unchanged.
+    vector_format: VectorFormat = Field(
+        default=VectorFormat.BFLOAT16, validation_alias=AliasChoices("vector_format", "codec")
+    )
     pq_subvectors: int = Field(default=48, ge=1, description="residual_pq: sub-vectors of the residual code.")
     pq_bits: int = Field(default=8, ge=4, le=12, description="residual_pq: bits per sub-vector code.")
     pq_rotation: bool = Field(

@@ -96,7 +96,7 @@ class ResidualCodec:
         if n_tokens < MIN_TRAINING_TOKENS:
             raise ColBERTAttError(
                 f"residual_pq storage needs at least {MIN_TRAINING_TOKENS} tokens to learn its codebooks, got "
-                f"{n_tokens}. Index more text at once, or use storage codec 'bfloat16' for a collection this small."
+                f"{n_tokens}. Index more text at once, or use vector format 'bfloat16' for a collection this small."
             )
         if dim % pq_subvectors:
             raise ColBERTAttError(f"pq_subvectors={pq_subvectors} must divide the vector dimension {dim}.")

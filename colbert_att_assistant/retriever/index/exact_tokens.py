@@ -1,4 +1,4 @@
-"""Exact token storage (storage codec "bfloat16"): every token vector as bfloat16, and a FAISS token index whose
+"""Exact token storage (vector format "bfloat16"): every token vector as bfloat16, and a FAISS token index whose
 nearest neighbours of each query token name the candidate documents (`candidates.py`)."""
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ Directory layout (generation N, written by `storage.write_generation`):
     weights.gN.npy                (tokens,): attention weight A of each stored token (float32; float16 if compressed)
     token_ids.gN.npy              (tokens,): word-piece ids, for token-level explanations (int32; uint16 if compressed)
 
-  storage codec bfloat16 (`vector_dtype` "bfloat16"):
+  vector format bfloat16 (`vector_dtype` "bfloat16"):
     vectors.gN.npy                bfloat16 bit patterns as int16 (tokens, dim): unit token vectors, in slot order
     faiss.gN.index                FAISS token index (ids are document slots) for candidate generation
 
-  storage codec residual_pq (`vector_dtype` "residual_pq", `compression.py`), about 50 + 4 bytes per token:
+  vector format residual_pq (`vector_dtype` "residual_pq", `compression.py`), about 50 + 4 bytes per token:
     centroid_ids.gN.npy           uint16 (tokens,): each token's nearest centroid
     codes.gN.npy                  uint8 (tokens, code bytes): product-quantised residual to that centroid
     codec_centroids.gN.npy        float32 (centroids, dim)

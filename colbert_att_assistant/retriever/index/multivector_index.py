@@ -1,7 +1,7 @@
 """The local multi-vector index: documents held in memory-mapped files, candidates from FAISS (exact storage) or
 centroid lists (compressed storage), in-place add / upsert / delete, metadata pre-filters, and atomic persistence.
 
-How the token vectors are stored is one `TokenStorage` (`token_storage.py`), chosen by `settings.storage.codec`;
+How the token vectors are stored is one `TokenStorage` (`token_storage.py`), chosen by `settings.storage.vector_format`;
 this module owns the documents, their slots, the filters and the on-disk generation (`manifest.py`).
 """
 
@@ -60,7 +60,7 @@ __all__ = [
 TOKEN_STORAGE: dict[str, type[TokenStorage]] = {
     kind.format_name: kind for kind in (ExactTokenStore, ResidualTokenStore)
 }
-# Files `load` memory-maps rather than reads, per storage codec (see `TokenStorage.memory_mapped_files`).
+# Files `load` memory-maps rather than reads, per vector format (see `TokenStorage.memory_mapped_files`).
 MEMORY_MAPPED_FILES = {name: set(kind.memory_mapped_files) for name, kind in TOKEN_STORAGE.items()}
 
 
@@ -72,7 +72,8 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         self.encoder = encoder
         self.settings = settings.model_copy(update={"encoder": encoder.settings})
         storage = self.settings.storage
-        self.token_storage: TokenStorage = TOKEN_STORAGE[storage.codec](encoder.dim, storage, len(encoder.tokenizer))
+        token_storage = TOKEN_STORAGE[storage.vector_format]
+        self.token_storage: TokenStorage = token_storage(encoder.dim, storage, len(encoder.tokenizer))
         self._documents: dict[int, StoredDocument] = {}
         self._slot_by_id: dict[str, int] = {}
         self._next_slot = 0
@@ -150,7 +151,7 @@ class MultiVectorIndex(BaseMultiVectorIndex):
     def train_codec(self, sample_vectors: np.ndarray) -> None:
         """Learn the residual_pq centroids and codebooks (done by the first insert unless called before)."""
         if not isinstance(self.token_storage, ResidualTokenStore):
-            raise ColBERTAttError(f"A {self.settings.storage.codec} index has no codec to train.")
+            raise ColBERTAttError(f"A {self.settings.storage.vector_format} index has no codec to train.")
         self.token_storage.train_on_first_batch(sample_vectors)
 
     # ---- search -------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class MultiVectorIndex(BaseMultiVectorIndex):
 
     # ---- another storage kind -----------------------------------------------------------------------------
 
-    def converted(self, storage: StorageSettings, batch_documents: int = 512) -> MultiVectorIndex:
+    def copy_with_storage(self, storage: StorageSettings, batch_documents: int = 512) -> MultiVectorIndex:
         """A copy of this index with its tokens stored another way (compressed, pruned), without re-encoding.
 
         The source must hold exact bfloat16 vectors: recompressing decoded vectors would add a second error.
@@ -258,7 +259,7 @@ class MultiVectorIndex(BaseMultiVectorIndex):
             created_at=self._created_at,
             model=self.model_identity(),
             settings=self.settings,
-            vector_dtype=self.settings.storage.codec.value,
+            vector_dtype=self.settings.storage.vector_format.value,
             faiss_kind=self.faiss_kind or "flat",
             document_count=len(ordered),
             token_count=token_count,

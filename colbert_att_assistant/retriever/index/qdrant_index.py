@@ -56,7 +56,7 @@ With `location="<folder>"` the folder IS the persistent store (qdrant-client wri
 name, weights sha256, dim; the encoder settings that change vectors or weights; the index settings, among them
 `storage.prune_fraction`, which is applied here as in the local index) is written into the collection's metadata.
 Reopening the collection with an encoder that differs in any of those, or with other storage settings, raises
-`IndexMismatchError`. `storage.codec` must be "bfloat16" (residual_pq is the local index's own format).
+`IndexMismatchError`. `storage.vector_format` must be "bfloat16" (residual_pq is the local index's own format).
 `persist(directory)` writes only a small pointer file (`qdrant_index.json`: the connection settings without the API
 key, and the manifest) so that `QdrantMultiVectorIndex.load(directory)` can reopen it.
 """
@@ -237,11 +237,11 @@ class QdrantMultiVectorIndex(BaseMultiVectorIndex):
                     self.manifest = stored
                 else:
                     self.settings = (settings or IndexSettings()).model_copy(update={"encoder": encoder.settings})
-                    if self.settings.storage.codec != "bfloat16":
+                    if self.settings.storage.vector_format != "bfloat16":
                         raise ValueError(
-                            f"storage.codec={self.settings.storage.codec!r} is a local-index format; the Qdrant "
-                            "backend stores bfloat16-rounded vectors (for smaller vectors on a server, configure "
-                            "Qdrant's own quantization on the collection)."
+                            f"storage.vector_format={self.settings.storage.vector_format!r} is a local-index format; "
+                            "the Qdrant backend stores bfloat16-rounded vectors (for smaller vectors on a server, "
+                            "configure Qdrant's own quantization on the collection)."
                         )
                     self.manifest = QdrantCollectionManifest(
                         created_at=datetime.now(UTC), model=self.model_identity(), settings=self.settings

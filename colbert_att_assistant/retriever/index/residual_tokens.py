@@ -1,4 +1,4 @@
-"""Compressed token storage (storage codec "residual_pq", `compression.py`): a centroid id and a product-quantised
+"""Compressed token storage (vector format "residual_pq", `compression.py`): a centroid id and a product-quantised
 residual per token; the centroids' document lists generate candidates (`centroid_candidates.py`)."""
 
 from __future__ import annotations

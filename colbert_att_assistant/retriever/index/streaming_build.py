@@ -57,8 +57,10 @@ class BuildState(BaseModel):
 def _settings_digest(settings: IndexSettings, model: ModelIdentity) -> str:
     """What the stored tokens depend on: a build may resume with other threads or batch size, not other vectors."""
     encoder = {name: getattr(settings.encoder, name) for name in VECTOR_AFFECTING_FIELDS}
+    storage = settings.storage.model_dump()
+    storage["codec"] = storage.pop("vector_format")  # the key's earlier name, so that interrupted builds still resume
     payload = json.dumps(
-        [model.model_dump(), encoder, settings.storage.model_dump(), settings.delta_length_words, settings.fixed_delta],
+        [model.model_dump(), encoder, storage, settings.delta_length_words, settings.fixed_delta],
         sort_keys=True,
         default=str,
     )
@@ -148,8 +150,10 @@ def build_compressed_index(
     directory = Path(directory)
     settings = settings.model_copy(update={"encoder": encoder.settings})
     storage = settings.storage
-    if storage.codec != "residual_pq":
-        raise ColBERTAttError("build_compressed_index writes residual_pq indexes; set storage.codec='residual_pq'.")
+    if storage.vector_format != "residual_pq":
+        raise ColBERTAttError(
+            "build_compressed_index writes residual_pq indexes; set storage.vector_format='residual_pq'."
+        )
     if (directory / MANIFEST_NAME).is_file():
         raise ColBERTAttError(f"{directory} already holds an index; stream-build into a new directory.")
     model = ModelIdentity(name=encoder.model_name, weights_sha256=encoder.weights_sha256, dim=encoder.dim)

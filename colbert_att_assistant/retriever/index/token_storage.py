@@ -1,6 +1,6 @@
 """How the local index keeps its documents' token vectors: one class per storage kind behind one interface.
 
-`ExactTokenStore` (`exact_tokens.py`, storage codec "bfloat16") keeps the vectors as bfloat16 and a FAISS token index
+`ExactTokenStore` (`exact_tokens.py`, vector format "bfloat16") keeps the vectors as bfloat16 and a FAISS token index
 for candidates; `ResidualTokenStore` (`residual_tokens.py`, "residual_pq") keeps a centroid id and a product-
 quantised residual per token, and its centroid lists for candidates. Each reads and writes its own files of the
 on-disk format (`manifest.py`); the index around it (`multivector_index.py`) owns the documents, their slots and
