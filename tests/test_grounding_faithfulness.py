@@ -1,8 +1,8 @@
 """LlamaIndex's FaithfulnessEvaluator beside the offline judge: the agreement statistics (pure), and the evaluator's
 wiring (which passages it sees, what it is asked) with LlamaIndex's own MockLLM taught to answer YES/NO by a rule, so
-that the test is fast and deterministic. The real local LLM is exercised by `python -m
-colbert_att_assistant.evals.grounding_report
---faithfulness` (see grounding/README.md), not here: one evaluation on this CPU takes longer than a test should."""
+that the test is fast and deterministic. The real local LLM is exercised by
+`python -m colbert_att_assistant.evals.grounding_report --faithfulness` (see grounding/README.md), not here: one
+evaluation on this CPU takes longer than a test should."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from colbert_att_assistant.evals.faithfulness import (
     agreement_stats,
     strip_citations,
 )
-from colbert_att_assistant.evals.grounding_report import faithfulness_for, faithfulness_markdown, faithfulness_totals
+from colbert_att_assistant.evals.grounding_report import faithfulness_for
+from colbert_att_assistant.evals.grounding_summary import faithfulness_markdown, faithfulness_totals
 
 POWER_RESERVE = "Power reserve\n\nWhen fully wound, the CV-28 runs for 42 hours off the wrist."
 WINDING = "Winding by hand\n\nTurn the crown clockwise about 30 to 40 times. You cannot overwind it."

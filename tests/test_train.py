@@ -15,13 +15,16 @@ from typer.testing import CliRunner
 from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings, MultiVectorIndex
 from colbert_att_assistant.retriever.checkpoint import CheckpointLayout, inspect_checkpoint, load_checkpoint
 from colbert_att_assistant.retriever.errors import CheckpointError
+from colbert_att_assistant.retriever.training.cli import app
 from colbert_att_assistant.retriever.training.config import (
     TrainingConfig,
     TrainingConfigError,
     build_config,
     read_config_file,
 )
-from colbert_att_assistant.retriever.training.train import METRICS_FILE, Trainer, app, train
+from colbert_att_assistant.retriever.training.train import METRICS_FILE, Trainer, train
+
+RECIPES = Path(__file__).resolve().parent.parent / "colbert_att_assistant" / "retriever" / "training" / "recipes"
 
 PAIRS = [
     (
@@ -261,7 +264,7 @@ def test_missing_data_and_bad_options_are_clear_errors(tmp_path):
 
 
 def test_the_example_recipe_is_valid():
-    recipe = Path(__file__).resolve().parent.parent / "retriever" / "training" / "recipes" / "example.yaml"
+    recipe = RECIPES / "example.yaml"
     config = build_config(read_config_file(recipe), {"max_steps": 7})
     assert config.max_steps == 7 and config.mix["squad"] == 0.5 and config.negative_weight("medquad") == 0.5
 
@@ -294,9 +297,7 @@ def test_a_beir_train_split_gets_bm25_mined_negatives_that_exclude_judged_docume
     assert all(row.payload["negatives"] == [] for row in plain)
 
 
-@pytest.mark.parametrize(
-    "recipe", sorted((Path(__file__).resolve().parent.parent / "retriever" / "training" / "recipes").glob("*.yaml"))
-)
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")))
 def test_every_recorded_recipe_is_valid(recipe):
     config = build_config(read_config_file(recipe), {})
     assert config.beir_dir is None or config.beir_split != "test"  # never trained on a test split

@@ -1,3 +1,3 @@
-from colbert_att_assistant.retriever.training.train import app
+from colbert_att_assistant.retriever.training.cli import app
 
 app()
