@@ -15,11 +15,13 @@ from colbert_att_assistant.webapp.widget import embed_page, panel_page, passage_
 
 CORVANE = BrandProfile.load(BRANDS_DIR / "maison-corvane.yaml")
 WIX = BrandProfile.load(BRANDS_DIR / "wix-help-centre.yaml")
-WEBAPP = Path(__file__).resolve().parent.parent / "webapp"
+WEBAPP = Path(__file__).resolve().parent.parent / "colbert_att_assistant" / "webapp"
 
 
 def test_no_house_is_written_in_the_webapp():
-    for path in [*WEBAPP.glob("*.py"), *WEBAPP.glob("static/*")]:
+    paths = [*WEBAPP.glob("*.py"), *WEBAPP.glob("static/*")]
+    assert len(paths) > 10, f"the webapp's files are not under {WEBAPP}"
+    for path in paths:
         text = path.read_text(encoding="utf-8")
         for written in ("Corvane", "+33", "corvane.example", "Wix"):
             assert written not in text, f"{written!r} is written in {path.name}: it belongs in the brand profile"
