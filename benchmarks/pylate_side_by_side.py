@@ -34,7 +34,9 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -498,29 +500,22 @@ def _verdict(speedup: float, ndcg_difference: float) -> str:
     return f"not met ({speedup:.2f}x)"
 
 
-def run_ours(args) -> None:
-    import faiss
-    import torch
-    from ranx import Qrels, Run, evaluate
-
-    from colbert_att_assistant.evals.results_log import record_run, run_header
-    from colbert_att_assistant.retriever.beir import BeirDataset
-    from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
-    from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
-    from colbert_att_assistant.retriever.settings import CandidateSettings, EncoderSettings, IndexSettings
-
-    torch.set_num_threads(THREADS)
-    faiss.omp_set_num_threads(THREADS)
-    load_at_start = load_average()
-    pylate = json.loads(args.pylate_result.read_text())
+def _pylate_model_folder(args, pylate: dict) -> tuple[Path, bool]:
+    """The PyLate-layout folder the PyLate half used (rebuilt if gone) and its query-expansion setting."""
     folder = Path(pylate["model_folder"])
     query_expansion = bool(pylate["settings"]["do_query_expansion"])
     if not (folder / "config_sentence_transformers.json").is_file():
         folder = build_pylate_folder(find_base_model(args.base_model), query_expansion)
     if folder_weights_sha256(folder) != pylate["weights_sha256"]:
         sys.exit(f"{folder} does not hold the weights the PyLate run used.")
+    return folder, query_expansion
 
-    ids, texts, queries, qrels = load_data(args)
+
+def _check_same_inputs(args, pylate: dict, ids: list[str], texts: list[str], queries: dict[str, str]) -> None:
+    """Stop unless this script's loader, the project's BEIR reader and the PyLate run saw the same corpus and
+    queries."""
+    from colbert_att_assistant.retriever.beir import BeirDataset
+
     if args.limit_docs is None:
         data = BeirDataset.load(args.dataset, args.split)
         # --limit-queries keeps the first N queries of the same list.
@@ -532,6 +527,12 @@ def run_ours(args) -> None:
         next(iter(pylate["variants"].values()))["run"]
     ):
         sys.exit("The PyLate run used another corpus or query list; rerun both halves with the same options.")
+
+
+def _our_encoder(folder: Path, query_expansion: bool, pylate: dict):
+    """Our encoder over the same folder, and the settings it read there (stops if they differ from PyLate's)."""
+    from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
+    from colbert_att_assistant.retriever.settings import EncoderSettings
 
     settings = EncoderSettings(model_path=str(folder), num_threads=THREADS)
     encoder = ColBERTAttEncoder(settings)
@@ -554,49 +555,53 @@ def run_ours(args) -> None:
     }
     if ours_read != wanted or encoder.weights_sha256 != pylate["weights_sha256"] or encoder.projection is None:
         sys.exit(f"Our encoder reads other settings from {folder}: {ours_read}, expected {wanted}")
+    return settings, encoder, ours_read
+
+
+def _build_our_index(args, encoder, settings, ids: list[str], texts: list[str]) -> tuple[dict, bool]:
+    """Build and persist our index unless a finished build is cached; returns its build record and whether it was
+    cached."""
+    from colbert_att_assistant.retriever.index import DocumentInput, MultiVectorIndex
+    from colbert_att_assistant.retriever.settings import IndexSettings
 
     index_dir = args.index_dir
     build_file = index_dir.with_name(index_dir.name + ".build.json")
     if (index_dir / "manifest.json").is_file() and build_file.is_file():
-        build = json.loads(build_file.read_text())
-        cached = True
-    else:
-        cached = False
-        load_build_start = wait_for_quiet(args.max_load, args.max_wait_s)
-        index = MultiVectorIndex(encoder, IndexSettings(encoder=settings))
-        documents = [DocumentInput(id=i, text=t) for i, t in zip(ids, texts, strict=True)]
-        done = [0]
+        return json.loads(build_file.read_text()), True
+    load_build_start = wait_for_quiet(args.max_load, args.max_wait_s)
+    index = MultiVectorIndex(encoder, IndexSettings(encoder=settings))
+    documents = [DocumentInput(id=i, text=t) for i, t in zip(ids, texts, strict=True)]
+    done = [0]
 
-        def advance(n: int) -> None:
-            done[0] += n
-            print(f"\rencoded {done[0]}/{len(documents)}", end="", file=sys.stderr, flush=True)
+    def advance(n: int) -> None:
+        done[0] += n
+        print(f"\rencoded {done[0]}/{len(documents)}", end="", file=sys.stderr, flush=True)
 
-        started = time.perf_counter()
-        index.add(documents, progress=advance)
-        add_s = time.perf_counter() - started
-        print(file=sys.stderr)
-        load_after_add = load_average()
-        started = time.perf_counter()
-        index.persist(index_dir)
-        persist_s = time.perf_counter() - started
-        build = {
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "documents": len(index),
-            "tokens": index.token_count,
-            "faiss": index.faiss_kind,
-            "add_s": round(add_s, 1),
-            "persist_s": round(persist_s, 1),
-            "add_docs_per_s": round(len(index) / add_s, 2),
-            "docs_per_s": round(len(index) / (add_s + persist_s), 2),
-            "load_average": {"start": load_build_start, "after_add": load_after_add, "end": load_average()},
-        }
-        build_file.write_text(json.dumps(build, indent=2))
-        del index
-    index = MultiVectorIndex.load(index_dir, encoder=encoder, candidate_settings=CandidateSettings())
-    if len(index) != len(ids):
-        sys.exit(f"{index_dir} holds {len(index)} documents, expected {len(ids)}: delete it and its .build.json.")
+    started = time.perf_counter()
+    index.add(documents, progress=advance)
+    add_s = time.perf_counter() - started
+    print(file=sys.stderr)
+    load_after_add = load_average()
+    started = time.perf_counter()
+    index.persist(index_dir)
+    persist_s = time.perf_counter() - started
+    build = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "documents": len(index),
+        "tokens": index.token_count,
+        "faiss": index.faiss_kind,
+        "add_s": round(add_s, 1),
+        "persist_s": round(persist_s, 1),
+        "add_docs_per_s": round(len(index) / add_s, 2),
+        "docs_per_s": round(len(index) / (add_s + persist_s), 2),
+        "load_average": {"start": load_build_start, "after_add": load_after_add, "end": load_average()},
+    }
+    build_file.write_text(json.dumps(build, indent=2))
+    return build, False
 
-    # Same vectors? PyLate's sample embeddings against ours for the same texts.
+
+def _sample_vector_check(pylate: dict, encoder) -> list[dict]:
+    """Same vectors? PyLate's sample embeddings against ours for the same texts."""
     samples = np.load(pylate["samples_file"])
     sample_check = []
     encoded = encoder.encode_queries(pylate["sample_texts"]["queries"]) + encoder.encode_documents(
@@ -610,7 +615,12 @@ def run_ours(args) -> None:
         if len(theirs) == len(item.vectors):
             row["max_abs_difference"] = float(np.abs(theirs - item.vectors).max())
         sample_check.append(row)
+    return sample_check
 
+
+def _time_our_searches(args, index, queries: dict[str, str]) -> tuple[dict, dict, dict]:
+    """Our runs and timings for maxsim and colbert_att (plus untimed exhaustive runs with --exact-reference), and
+    the load average around them."""
     runs: dict[str, dict[str, dict[str, float]]] = {}
     timings: dict[str, dict[str, float]] = {}
     load_search = {"start": wait_for_quiet(args.max_load, args.max_wait_s)}
@@ -630,9 +640,14 @@ def run_ours(args) -> None:
                 qid: {hit.id: hit.score for hit in index.search(text, top_k=TOP_K, mode=mode, exhaustive=True)}
                 for qid, text in queries.items()
             }
+    return runs, timings, load_search
+
+
+def _ndcg_of_every_run(pylate_variants: dict, runs: dict, qrels: dict[str, dict[str, int]]) -> tuple[dict, dict]:
+    """Every system's run by name, and its nDCG@10 from ranx and from this script's own implementation."""
+    from ranx import Qrels, Run, evaluate
 
     ranx_qrels = Qrels(qrels)
-    pylate_variants = pylate["variants"]
     ndcg = {}
     all_runs = {f"pylate_{name}": row["run"] for name, row in pylate_variants.items()} | {
         f"ours_{name}": run for name, run in runs.items()
@@ -642,17 +657,20 @@ def run_ours(args) -> None:
             "ranx": round(float(evaluate(ranx_qrels, Run(run), "ndcg@10")) * 100, 2),
             "own": round(ndcg_at_k(ranked_ids(run), qrels), 2),
         }
+    return all_runs, ndcg
 
-    pylate_build = pylate["index"]["build"]
+
+def _table_rows(pylate: dict, ndcg: dict, timings: dict, build: dict) -> list[dict]:
+    """One row per system: nDCG@10, queries/s, latencies and indexing speed."""
     rows = []
-    for name, row in pylate_variants.items():
+    for name, row in pylate["variants"].items():
         rows.append(
             {
                 "system": f"PyLate {pylate['versions']['pylate']}, {name.replace('_', ' ')}",
                 "key": f"pylate_{name}",
                 "ndcg@10": ndcg[f"pylate_{name}"]["ranx"],
                 **{k: row[k] for k in ("queries_per_s", "p50_ms", "p95_ms", "mean_ms")},
-                "indexing_docs_per_s": pylate_build["docs_per_s"],
+                "indexing_docs_per_s": pylate["index"]["build"]["docs_per_s"],
             }
         )
     for mode in ("maxsim", "colbert_att"):
@@ -665,6 +683,11 @@ def run_ours(args) -> None:
                 "indexing_docs_per_s": build["docs_per_s"],
             }
         )
+    return rows
+
+
+def _comparisons(rows: list[dict], pylate_variants: dict) -> dict[str, dict]:
+    """Each of our modes against each PyLate variant: speed-up, nDCG@10 difference and the target's verdict."""
     comparisons = {}
     for mode in ("maxsim", "colbert_att"):
         ours_row = next(r for r in rows if r["key"] == f"ours_{mode}")
@@ -677,14 +700,42 @@ def run_ours(args) -> None:
                 "ndcg@10_difference": round(difference, 2),
                 "target": _verdict(speedup, difference),
             }
+    return comparisons
 
-    result = {
-        **run_header(),
+
+@dataclass
+class OurHalf:
+    """What the `ours` half measured, beside the PyLate half's result it read."""
+
+    pylate: dict
+    folder: Path
+    query_expansion: bool
+    ids: list[str]
+    queries: dict[str, str]
+    settings: Any  # EncoderSettings (the project is imported only once this half runs)
+    ours_read: dict
+    index: Any  # MultiVectorIndex
+    build: dict
+    cached: bool
+    load_at_start: list[float]
+    load_search: dict
+    timings: dict
+    sample_check: list[dict]
+    ndcg: dict
+    rows: list[dict]
+    comparisons: dict
+
+
+def _result(args, half: OurHalf, header: dict) -> dict:
+    """The JSON record of the comparison (`header`: date, machine, commit and command)."""
+    pylate, index = half.pylate, half.index
+    return {
+        **header,
         "pylate_command": f"{pylate['python']} benchmarks/pylate_side_by_side.py pylate --dataset {pylate['dataset']}",
         "dataset": str(args.dataset),
         "split": args.split,
-        "documents": len(ids),
-        "queries": len(queries),
+        "documents": len(half.ids),
+        "queries": len(half.queries),
         "smoke_test": bool(args.limit_docs or args.limit_queries) or pylate["smoke_test"],
         "target": f">= {TARGET_SPEEDUP:g}x PyLate's queries/s at equal nDCG@10 (+-{TARGET_NDCG_TOLERANCE})",
         "protocol": {
@@ -695,68 +746,67 @@ def run_ours(args) -> None:
             "queries_per_s": "timed queries / their total wall time",
         },
         "model": {
-            "folder": str(folder),
+            "folder": str(half.folder),
             "base": pylate["base_model"],
             "weights_sha256": pylate["weights_sha256"],
             "projection": "identity 384x384 1_Dense, no bias, no activation",
             "pylate_settings": pylate["settings"],
-            "our_settings": ours_read,
+            "our_settings": half.ours_read,
         },
         "pylate": {
             "versions": pylate["versions"],
             "index": pylate["index"],
             "load_average": pylate["load_average"],
-            "timings": {name: {k: v for k, v in row.items() if k != "run"} for name, row in pylate_variants.items()},
+            "timings": {name: {k: v for k, v in row.items() if k != "run"} for name, row in pylate["variants"].items()},
         },
         "ours": {
             "index": {
                 "kind": "colbert_att_assistant.retriever.index.MultiVectorIndex",
-                "path": str(index_dir),
-                "cached": cached,
-                "build": build,
+                "path": str(args.index_dir),
+                "cached": half.cached,
+                "build": half.build,
                 "faiss": index.faiss_kind,
                 "tokens": index.token_count,
                 "candidates": index.settings.candidates.model_dump(mode="json"),
-                "encoder": settings.model_dump(mode="json"),
+                "encoder": half.settings.model_dump(mode="json"),
             },
-            "load_average": {"start": load_at_start, "search": load_search, "end": load_average()},
-            "timings": timings,
+            "load_average": {"start": half.load_at_start, "search": half.load_search, "end": load_average()},
+            "timings": half.timings,
         },
-        "ndcg@10": ndcg,
-        "sample_vectors": sample_check,
-        "table": rows,
-        "comparisons": comparisons,
+        "ndcg@10": half.ndcg,
+        "sample_vectors": half.sample_check,
+        "table": half.rows,
+        "comparisons": half.comparisons,
     }
-    if args.save_runs:
-        args.save_runs.write_text(json.dumps(all_runs))
-    print(json.dumps({k: result[k] for k in ("table", "comparisons", "ndcg@10", "sample_vectors")}, indent=2))
-    if result["smoke_test"]:
-        print("smoke test: not recorded", file=sys.stderr)
-        return
 
+
+def _markdown_body(args, half: OurHalf, result: dict) -> list[str]:
+    """The RESULTS.md section: protocol, both indexes, load, the verdicts and the table."""
+    pylate, index, build, rows, comparisons = half.pylate, half.index, half.build, half.rows, half.comparisons
+    pylate_index, pylate_build, ndcg = pylate["index"], pylate["index"]["build"], half.ndcg
     best_pylate = max((r for r in rows if r["key"].startswith("pylate_")), key=lambda r: r["queries_per_s"])
     best_key = best_pylate["key"]
     met = [
         f"{name}: {c['speedup']}x, nDCG@10 {c['ndcg@10_difference']:+} -> {c['target']}"
         for name, c in comparisons.items()
     ]
-    pylate_index = pylate["index"]
     body = [
-        f"- {len(ids)} documents, {len(queries)} {args.split} queries; one query at a time (encoding + search, top "
-        f"{TOP_K}), {WARMUP_QUERIES} warm-up queries not counted; {THREADS} torch threads in both processes",
-        f"- same folder for both: {folder} (bundled all-MiniLM-L6-v2 weights, identity 384x384 1_Dense, markers "
+        f"- {len(half.ids)} documents, {len(half.queries)} {args.split} queries; one query at a time (encoding + "
+        f"search, top {TOP_K}), {WARMUP_QUERIES} warm-up queries not counted; {THREADS} torch threads in both "
+        "processes",
+        f"- same folder for both: {half.folder} (bundled all-MiniLM-L6-v2 weights, identity 384x384 1_Dense, markers "
         f"{QUERY_MARKER}/{DOCUMENT_MARKER}, query length {QUERY_LENGTH}, document length {DOCUMENT_LENGTH}, query "
-        f"expansion {'on' if query_expansion else 'off'}); weights sha256 {pylate['weights_sha256'][:12]}",
+        f"expansion {'on' if half.query_expansion else 'off'}); weights sha256 {pylate['weights_sha256'][:12]}",
         f"- PyLate index: {pylate_index['kind']}; {json.dumps(pylate_index['params'])}; "
         f"{pylate_build['tokens']} tokens; build {pylate_build['encode_s']} s encode + "
         f"{pylate_build['voyager_add_s']} s Voyager add{' (cached encoding)' if pylate_index['cached'] else ''}",
         f"- our index: MultiVectorIndex, FAISS {index.faiss_kind}, {index.token_count} tokens, candidates "
         f"{json.dumps(index.settings.candidates.model_dump(mode='json'))}; build {build['add_s']} s add + "
-        f"{build['persist_s']} s persist{' (cached build)' if cached else ''}",
+        f"{build['persist_s']} s persist{' (cached build)' if half.cached else ''}",
         "- 'as shipped': Voyager re-reads its two id-mapping pickles on every search; 'mappings cached': read once; "
         "'rerank exact': no index, pylate.rank.rerank of all documents per query",
         f"- load average (1/5/15 min): PyLate half {json.dumps(pylate['load_average']['search'])}, PyLate build "
-        f"{json.dumps(pylate_build['load_average'])}; our half {json.dumps(load_search)}, our build "
+        f"{json.dumps(pylate_build['load_average'])}; our half {json.dumps(half.load_search)}, our build "
         f"{json.dumps(build['load_average'])}",
         f"- target: {result['target']}, read as 'ours not more than {TARGET_NDCG_TOLERANCE} below'; against the "
         f"fastest PyLate row ({best_pylate['system']}): "
@@ -768,11 +818,11 @@ def run_ours(args) -> None:
         + ", ".join(
             f"{c['text']} {c['pylate_tokens']}/{c['our_tokens']} tokens"
             + (f" max |diff| {c['max_abs_difference']:.1e}" if "max_abs_difference" in c else "")
-            for c in sample_check
+            for c in half.sample_check
         ),
         "- nDCG@10 from ranx; an independent exact implementation (in each venv) gives the same to within "
         f"{max(abs(v['ranx'] - v['own']) for v in ndcg.values()):.2f} (PyLate half's own: "
-        + ", ".join(f"{name} {row['ndcg@10_own']}" for name, row in pylate_variants.items())
+        + ", ".join(f"{name} {row['ndcg@10_own']}" for name, row in pylate["variants"].items())
         + ")",
         "",
         "| system | nDCG@10 | queries/s | p50 ms | p95 ms | mean ms | indexing docs/s |",
@@ -788,11 +838,64 @@ def run_ours(args) -> None:
             "- exhaustive exact scoring (ours, quality reference): "
             + ", ".join(f"{m} {ndcg[f'ours_{m}_exhaustive']['ranx']}" for m in ("maxsim", "colbert_att"))
         )
+    return body
+
+
+def run_ours(args) -> None:
+    import faiss
+    import torch
+
+    from colbert_att_assistant.evals.results_log import record_run, run_header
+    from colbert_att_assistant.retriever.index import MultiVectorIndex
+    from colbert_att_assistant.retriever.settings import CandidateSettings
+
+    torch.set_num_threads(THREADS)
+    faiss.omp_set_num_threads(THREADS)
+    load_at_start = load_average()
+    pylate = json.loads(args.pylate_result.read_text())
+    folder, query_expansion = _pylate_model_folder(args, pylate)
+    ids, texts, queries, qrels = load_data(args)
+    _check_same_inputs(args, pylate, ids, texts, queries)
+    settings, encoder, ours_read = _our_encoder(folder, query_expansion, pylate)
+    build, cached = _build_our_index(args, encoder, settings, ids, texts)
+    index = MultiVectorIndex.load(args.index_dir, encoder=encoder, candidate_settings=CandidateSettings())
+    if len(index) != len(ids):
+        sys.exit(f"{args.index_dir} holds {len(index)} documents, expected {len(ids)}: delete it and its .build.json.")
+    sample_check = _sample_vector_check(pylate, encoder)
+    runs, timings, load_search = _time_our_searches(args, index, queries)
+    all_runs, ndcg = _ndcg_of_every_run(pylate["variants"], runs, qrels)
+    rows = _table_rows(pylate, ndcg, timings, build)
+    half = OurHalf(
+        pylate=pylate,
+        folder=folder,
+        query_expansion=query_expansion,
+        ids=ids,
+        queries=queries,
+        settings=settings,
+        ours_read=ours_read,
+        index=index,
+        build=build,
+        cached=cached,
+        load_at_start=load_at_start,
+        load_search=load_search,
+        timings=timings,
+        sample_check=sample_check,
+        ndcg=ndcg,
+        rows=rows,
+        comparisons=_comparisons(rows, pylate["variants"]),
+    )
+    result = _result(args, half, run_header())
+    if args.save_runs:
+        args.save_runs.write_text(json.dumps(all_runs))
+    print(json.dumps({k: result[k] for k in ("table", "comparisons", "ndcg@10", "sample_vectors")}, indent=2))
+    if result["smoke_test"]:
+        print("smoke test: not recorded", file=sys.stderr)
+        return
     path = record_run(
         f"pylate-side-by-side-{args.dataset.name}-{args.split}",
         f"side by side with PyLate: {args.dataset.name} {args.split}",
         result,
-        body,
+        _markdown_body(args, half, result),
     )
     print(f"recorded {path}", file=sys.stderr)
 
