@@ -52,6 +52,33 @@ def outcome_at(question, row: dict, evidence_score: float | None, threshold: flo
     ).outcome  # fmt: skip
 
 
+def breakdown(questions, rows: list[dict], scores: list[float | None], threshold: float) -> list[str]:
+    """At `threshold`: answerable questions answered correctly by kind (the issue's groups), and leaks."""
+    groups = {
+        "customer, first turn": lambda q: q.answerable and q.audience == "public" and not q.previous_turn,
+        "customer, follow-up (second turn)": lambda q: q.answerable and bool(q.previous_turn),
+        "staff, internal questions": lambda q: q.answerable and q.audience == "internal",
+    }
+    lines = [
+        "",
+        f"At {threshold:.2f}, by kind of question:",
+        "",
+        "| kind | correct | wrong | declined |",
+        "|---|---|---|---|",
+    ]
+    for name, member in groups.items():
+        outcomes = Counter(
+            outcome_at(q, r, s, threshold) for q, r, s in zip(questions, rows, scores, strict=True) if member(q)
+        )
+        total = sum(outcomes.values())
+        wrong = outcomes["wrong_fact"] + outcomes["wrong_citation"]
+        declined = outcomes["declined_with_evidence"] + outcomes["declined_no_evidence"]
+        lines.append(f"| {name} | {outcomes['correct']} / {total} | {wrong} | {declined} |")
+    leaks = sum(bool(r["leaked_documents"]) or r["internal_shown_to_customer"] for r in rows)
+    lines.append(f"\n- customer turns shown or citing an internal document: {leaks}")
+    return lines
+
+
 def main(
     split: Annotated[str, typer.Option(help="calibration (choose on it) or held_out (report on it)")] = "calibration",
     threshold: Annotated[float, typer.Option(help="the threshold reported on held_out")] = 0.50,
@@ -101,6 +128,7 @@ def main(
             f"| {t:.2f}{mark} | {outcomes['correct']} / {answerable} | {wrong} | {declined} | "
             f"{outcomes['invented']} / {unanswerable} | {outcomes['abstained_correctly']} |"
         )
+    lines += breakdown(questions, rows, scores, threshold)
     print("\n".join(lines))
     if record:
         result = {
