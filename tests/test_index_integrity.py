@@ -243,13 +243,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_cli_says_what_is_wrong_in_one_line(index_dir):
     overwrite_a_passage_with_same_size_garbage(index_dir)
-    damaged = run_cli("retriever", "search", "--index-dir", str(index_dir), "immune response")
+    damaged = run_cli("colbert_att_assistant.retriever", "search", "--index-dir", str(index_dir), "immune response")
     assert damaged.returncode == 2 and damaged.stdout == ""
     assert damaged.stderr.strip().count("\n") == 0, damaged.stderr  # one line, however wide the terminal
     assert damaged.stderr.startswith("Error: ") and "checksum mismatch" in damaged.stderr
     assert str(data_file(index_dir, "documents")) in damaged.stderr and REBUILD_COMMAND in damaged.stderr
 
     (index_dir / "manifest.json").write_text("{not json")
-    garbage = run_cli("retriever", "search", "--index-dir", str(index_dir), "immune response")
+    garbage = run_cli("colbert_att_assistant.retriever", "search", "--index-dir", str(index_dir), "immune response")
     assert garbage.returncode == 2 and garbage.stderr.strip().count("\n") == 0, garbage.stderr
     assert f"{index_dir / 'manifest.json'}: the manifest is not valid JSON" in garbage.stderr
