@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from colbert_att_assistant.retriever import (
     InvalidDocumentError,
     MultiVectorIndex,
 )
-from colbert_att_assistant.retriever.index import DocumentInput
+from colbert_att_assistant.retriever.index import DocumentInput, metadata_columns
+from colbert_att_assistant.retriever.index.integrity import Verification
 from colbert_att_assistant.retriever.settings import AttentionStrategy, CandidateSettings
 
 QUERIES = [
@@ -304,3 +306,141 @@ def test_bad_documents_are_refused_and_nothing_changes(small_index, cached_encod
     assert index.document_ids() == ["a"]
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         index.search("calfskin", top_k=0)
+
+
+# ---- documents read from disk on demand -------------------------------------------------------------------------
+
+
+def varied_documents(passages, start=0, stop=40):
+    """Passages with metadata of every JSON kind, keys only some documents have, a key unique to each document,
+    and non-ASCII text and metadata (the documents file is read by byte offset)."""
+    documents = []
+    for i, p in enumerate(passages[start:stop], start=start):
+        metadata = {"audience": "internal" if i % 3 == 0 else "public", "n": i % 4, "title": f"Titre n° {i} — été"}
+        if i % 5 == 0:
+            metadata["tags"] = ["care", "leather"] if i % 10 == 0 else ["care"]
+        if i % 7 == 0:
+            metadata["score"] = 0.5 * i
+        if i % 6 == 0:
+            metadata["flag"] = True
+        text = f"Café crème, 香水 {i}: {p['text']}" if i % 4 == 0 else p["text"]
+        documents.append(DocumentInput(id=p["id"], text=text, metadata=metadata))
+    return documents
+
+
+FILTERS = [
+    MetadataFilters(filters=[MetadataFilter(key="audience", value="public")]),
+    MetadataFilters(filters=[MetadataFilter(key="n", value=2, operator=FilterOperator.GTE)]),
+    MetadataFilters(filters=[MetadataFilter(key="n", value=1)]),
+    MetadataFilters(filters=[MetadataFilter(key="flag", value=1)]),
+    MetadataFilters(filters=[MetadataFilter(key="tags", value="leather", operator=FilterOperator.CONTAINS)]),
+    MetadataFilters(filters=[MetadataFilter(key="score", value=None, operator=FilterOperator.IS_EMPTY)]),
+    MetadataFilters(filters=[MetadataFilter(key="score", value=[0.0, 7.0], operator=FilterOperator.NIN)]),
+    MetadataFilters(filters=[MetadataFilter(key="title", value="n° 1", operator=FilterOperator.TEXT_MATCH)]),
+    MetadataFilters(filters=[MetadataFilter(key="nowhere", value="x", operator=FilterOperator.NE)]),
+    MetadataFilters(
+        filters=[
+            MetadataFilter(key="audience", value="internal"),
+            MetadataFilters(
+                filters=[MetadataFilter(key="n", value=0), MetadataFilter(key="title", value="Titre n° 3 — été")],
+                condition="or",
+            ),
+        ]
+    ),
+    MetadataFilters(filters=[MetadataFilter(key="audience", value="public")], condition="not"),
+]
+
+
+def hits_of(index, query, **kwargs):
+    return [(h.id, round(h.score, 4), h.text, h.metadata) for h in index.search(query, top_k=40, **kwargs)]
+
+
+def test_a_loaded_index_holds_no_passage_text_in_memory(cached_encoder, passages, tmp_path):
+    # Long texts (the encoder reads their first 300 word pieces; the index stores and returns them whole).
+    filler = " ".join(p["text"] for p in passages[100:140])
+    documents = [
+        DocumentInput(id=p["id"], text=f"{p['text']} {filler}", metadata={"i": i}) for i, p in enumerate(passages[:30])
+    ]
+    text_bytes = sum(len(d.text) for d in documents)
+    index = MultiVectorIndex(cached_encoder)
+    index.add(documents)
+    index.persist(tmp_path / "idx")
+    tracemalloc.start()
+    try:
+        loaded = MultiVectorIndex.load(tmp_path / "idx", encoder=cached_encoder, verification=Verification.FULL)
+        held, _ = tracemalloc.get_traced_memory()
+        hit = loaded.search(QUERIES[0], top_k=3)[0]
+        after_search, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert text_bytes > 1_000_000
+    assert held < text_bytes / 4, f"the loaded index holds {held} bytes; its texts are {text_bytes}"
+    assert after_search - held < text_bytes / 4
+    assert hit.text == next(d.text for d in documents if d.id == hit.id)
+    assert [loaded.get(d.id).text for d in documents] == [d.text for d in documents]
+
+
+def test_texts_and_metadata_come_back_after_reopening_and_after_changes(cached_encoder, passages, tmp_path):
+    documents = varied_documents(passages)
+    memory = MultiVectorIndex(cached_encoder)
+    memory.add(documents)
+    memory.persist(tmp_path / "idx")
+    loaded = MultiVectorIndex.load(tmp_path / "idx", encoder=cached_encoder)
+    assert loaded.document_ids() == [d.id for d in documents]
+    for document in documents:
+        stored = loaded.get(document.id)
+        assert (stored.text, stored.metadata) == (document.text, document.metadata)
+    for query in QUERIES:
+        assert hits_of(loaded, query) == hits_of(memory, query)
+
+    def change(index):
+        index.upsert([DocumentInput(id=documents[3].id, text=passages[60]["text"], metadata={"audience": "public"})])
+        index.delete([documents[8].id, documents[20].id])
+        index.update_metadata(documents[12].id, {"audience": "internal", "n": 7, "title": "renamed"})
+        index.add(varied_documents(passages, 40, 44))
+
+    change(loaded)
+    change(memory)
+    assert loaded.document_ids() == memory.document_ids()
+    assert loaded.get(documents[3].id).text == passages[60]["text"]
+    assert loaded.get(documents[12].id).metadata == {"audience": "internal", "n": 7, "title": "renamed"}
+    assert documents[8].id not in loaded and len(loaded) == 42
+    for document_id in memory.document_ids():
+        assert (loaded.get(document_id).text, loaded.get(document_id).metadata) == (
+            memory.get(document_id).text,
+            memory.get(document_id).metadata,
+        )
+    assert loaded.token_count == memory.token_count
+    for query in QUERIES:
+        assert hits_of(loaded, query) == hits_of(memory, query)
+    # Written again (its texts read from the previous generation's file, deleted by this write) and reopened.
+    loaded.persist(tmp_path / "idx")
+    assert not list((tmp_path / "idx").glob("*.g000001.*"))
+    reopened = MultiVectorIndex.load(tmp_path / "idx", encoder=cached_encoder)
+    assert reopened.document_ids() == memory.document_ids()
+    for query in QUERIES:
+        assert hits_of(reopened, query) == hits_of(memory, query) == hits_of(loaded, query)
+
+
+@pytest.mark.parametrize("values_in_memory", [4, metadata_columns.MAX_DISTINCT_VALUES])
+def test_filters_on_a_loaded_index_match_the_in_memory_index(
+    cached_encoder, passages, tmp_path, monkeypatch, values_in_memory
+):
+    # With 4 values in memory per key, "title" and "score" are read from the documents file for filtering.
+    monkeypatch.setattr(metadata_columns, "MAX_DISTINCT_VALUES", values_in_memory)
+    documents = varied_documents(passages)
+    memory = MultiVectorIndex(cached_encoder)
+    memory.add(documents)
+    memory.persist(tmp_path / "idx")
+    loaded = MultiVectorIndex.load(tmp_path / "idx", encoder=cached_encoder)
+    assert ("title" in loaded._file.metadata.wide) == (values_in_memory == 4)
+    for index in (memory, loaded):
+        index.update_metadata(documents[5].id, {"audience": "public", "n": 3})
+        index.delete([documents[9].id])
+        index.add(varied_documents(passages, 40, 46))
+    for filters in FILTERS:
+        expected = hits_of(memory, QUERIES[1], filters=filters, exhaustive=True)
+        assert hits_of(loaded, QUERIES[1], filters=filters, exhaustive=True) == expected
+        assert hits_of(loaded, QUERIES[1], filters=filters) == hits_of(memory, QUERIES[1], filters=filters)
+    selected = [i for i in memory.document_ids() if memory.get(i).metadata.get("n") == 1]
+    assert 0 < len(hits_of(loaded, QUERIES[1], filters=FILTERS[2])) == len(selected) < len(memory)

@@ -253,3 +253,119 @@ def test_the_cli_says_what_is_wrong_in_one_line(index_dir):
     garbage = run_cli("colbert_att_assistant.retriever", "search", "--index-dir", str(index_dir), "immune response")
     assert garbage.returncode == 2 and garbage.stderr.strip().count("\n") == 0, garbage.stderr
     assert f"{index_dir / 'manifest.json'}: the manifest is not valid JSON" in garbage.stderr
+
+
+# ---- the documents file, read on demand -------------------------------------------------------------------------
+
+
+def rewrite_documents_without_checksums(directory: Path, edit) -> Path:
+    """Rewrite the documents file's lines with `edit` in an index whose manifest has no checksums (format 1),
+    keeping the manifest's sizes right: damage that only the line checks can catch."""
+    path = data_file(directory, "documents")
+    path.write_bytes(b"".join(edit(path.read_bytes().splitlines(keepends=True))))
+    strip_checksums(directory)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["files"]["documents"]["bytes"] = path.stat().st_size
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def second_line(change):
+    def edit(lines: list[bytes]) -> list[bytes]:
+        return [lines[0], change(lines[1]), *lines[2:]]
+
+    return edit
+
+
+def edited(change):
+    def line(raw: bytes) -> bytes:
+        document = json.loads(raw)
+        change(document)
+        return (json.dumps(document, ensure_ascii=False) + "\n").encode()
+
+    return line
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda raw: b"{not json\n", "line 2: not valid JSON"),
+        (edited(lambda d: d.pop("text")), "line 2: a document line is malformed"),
+        (edited(lambda d: d.update(n_tokens="12")), "line 2: a document line is malformed"),
+        (edited(lambda d: d.update(slot=0)), "line 2: slot 0 is out of order (after slot 0"),
+        (edited(lambda d: d.update(slot=10**6)), "line 2: slot 1000000 is out of order"),
+    ],
+)
+def test_a_damaged_document_line_is_refused_naming_file_and_line(index_dir, cached_encoder, change, problem):
+    path = rewrite_documents_without_checksums(index_dir, second_line(change))
+    with pytest.raises(IndexCorruptError) as refused:
+        MultiVectorIndex.load(index_dir, encoder=cached_encoder)
+    message = str(refused.value)
+    assert f"{path}, {problem}" in message
+    assert REBUILD_COMMAND in message and "\n" not in message
+
+
+def test_a_repeated_document_id_is_refused(index_dir, cached_encoder, small_index):
+    first = small_index.document_ids()[0]
+    path = rewrite_documents_without_checksums(index_dir, second_line(edited(lambda d: d.update(id=first))))
+    with pytest.raises(IndexCorruptError, match=f"{path}: document id '{first}' is on more than one line"):
+        MultiVectorIndex.load(index_dir, encoder=cached_encoder)
+
+
+def test_a_truncated_documents_file_is_refused(index_dir, cached_encoder):
+    documents = data_file(index_dir, "documents")
+    size = documents.stat().st_size
+    with documents.open("r+b") as handle:
+        handle.truncate(size - 100)
+    with pytest.raises(
+        IndexCorruptError, match=f"{documents}: truncated \\({size - 100} bytes, the manifest says {size}"
+    ):
+        MultiVectorIndex.load(index_dir, encoder=cached_encoder)
+
+
+def test_a_documents_file_damaged_behind_a_loaded_index_is_a_clear_error(index_dir, cached_encoder, small_index):
+    index = MultiVectorIndex.load(index_dir, encoder=cached_encoder, verification=Verification.FULL)
+    ids = index.document_ids()
+    documents = data_file(index_dir, "documents")
+    # Another document's id written over the first line's, same size: never what the loaded row says.
+    raw = documents.read_bytes()
+    first_line = raw[: raw.index(b"\n")]
+    swapped = first_line.replace(json.dumps(ids[0]).encode(), json.dumps(ids[0][::-1]).encode(), 1)
+    assert swapped != first_line and len(swapped) == len(first_line)
+    with documents.open("r+b") as handle:
+        handle.write(swapped)
+    with pytest.raises(IndexCorruptError, match=f"{documents}, line 1: changed since the index was loaded"):
+        index.get(ids[0]).text  # noqa: B018
+    # Cut short: the last passage is no longer there to read.
+    with documents.open("r+b") as handle:
+        handle.truncate(len(raw) - 10)
+    with pytest.raises(IndexCorruptError, match=f"{documents}, line {len(ids)}: the file is shorter than"):
+        index.get(ids[-1]).metadata  # noqa: B018
+    # The passages in between still read as written.
+    assert index.get(ids[1]).text == small_index.get(ids[1]).text
+
+
+def test_the_documents_file_keeps_its_format_so_earlier_indexes_open_unchanged(index_dir, cached_encoder, small_index):
+    # The same lines as every earlier writer (the index's persist and the streaming build): one JSON object per
+    # document with these fields in this order. Reading texts on demand changed nothing on disk, so an index written
+    # before it opens as it is, and earlier code opens indexes written now.
+    lines = data_file(index_dir, "documents").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 40
+    for line, document_id in zip(lines, small_index.document_ids(), strict=True):
+        document = json.loads(line)
+        assert list(document) == ["slot", "id", "n_words", "n_tokens", "text", "metadata"]
+        assert document["id"] == document_id and document["text"] == small_index.get(document_id).text
+    # A documents file with lines written as the code before this one wrote them (ensure_ascii=False, non-ASCII
+    # text), in an index without checksums: texts come back byte for byte.
+    accented = {document_id: f"Émail cloisonné {i} — 真珠" for i, document_id in enumerate(small_index.document_ids())}
+
+    def with_accents(old: list[bytes]) -> list[bytes]:
+        lines = [json.loads(line) for line in old]
+        for line in lines:
+            line["text"] = accented[line["id"]]
+        return [(json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8") for line in lines]
+
+    rewrite_documents_without_checksums(index_dir, with_accents)
+    index = MultiVectorIndex.load(index_dir, encoder=cached_encoder)
+    assert {i: index.get(i).text for i in index.document_ids()} == accented
+    assert {h.id: h.text for h in index.search("enamel", top_k=5)}.items() <= accented.items()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -42,6 +42,77 @@ class StoredDocument:
     compressed: CompressedTokens | None = None
 
 
+TextAndMetadata = Callable[[], tuple[str, dict[str, Any]]]
+
+
+class DiskDocument(StoredDocument):
+    """A stored document whose text and metadata stay in the index's documents file until first read.
+
+    Search builds one per candidate to score its tokens; only the hits it returns read their text, so a loaded
+    index holds no passage text in memory (`document_file.py`).
+    """
+
+    def __init__(
+        self,
+        slot: int,
+        id: str,
+        n_words: int,
+        vectors: torch.Tensor | None,
+        weights: np.ndarray,
+        token_ids: np.ndarray,
+        compressed: CompressedTokens | None,
+        read: TextAndMetadata,
+    ):
+        self.slot = slot
+        self.id = id
+        self.n_words = n_words
+        self.vectors = vectors
+        self.weights = weights
+        self.token_ids = token_ids
+        self.compressed = compressed
+        self._read = read
+        self._record: tuple[str, dict[str, Any]] | None = None
+
+    def _loaded(self) -> tuple[str, dict[str, Any]]:
+        if self._record is None:
+            self._record = self._read()
+        return self._record
+
+    @property  # type: ignore[override]
+    def text(self) -> str:
+        return self._loaded()[0]
+
+    @property  # type: ignore[override]
+    def metadata(self) -> dict[str, Any]:
+        return self._loaded()[1]
+
+
+class DocumentSequence(Sequence[StoredDocument]):
+    """Documents by slot, each built when it is looked at: lets search, persistence and conversion walk a large
+    index without one object per document alive at once."""
+
+    def __init__(self, slots: np.ndarray, document: Callable[[int], StoredDocument]):
+        self.slots = slots
+        self._document = document
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    @overload
+    def __getitem__(self, position: int) -> StoredDocument: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> list[StoredDocument]: ...
+
+    def __getitem__(self, position: int | slice) -> StoredDocument | list[StoredDocument]:
+        if isinstance(position, slice):
+            return [self._document(int(slot)) for slot in self.slots[position]]
+        return self._document(int(self.slots[position]))
+
+    def __iter__(self) -> Iterator[StoredDocument]:
+        return (self._document(int(slot)) for slot in self.slots)
+
+
 @dataclass(frozen=True)
 class TokenMatch:
     """Which document token a query token matched (d_w), with both attention weights."""
@@ -69,7 +140,7 @@ class SearchHit:
 class Candidates:
     """Documents a backend proposes for exact re-ranking; among equal scores the smaller `tie_break` ranks first."""
 
-    documents: list[StoredDocument]
+    documents: Sequence[StoredDocument]
     tie_break: np.ndarray
 
 

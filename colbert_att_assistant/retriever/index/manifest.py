@@ -21,7 +21,8 @@ Directory layout (generation N, written by `storage.write_generation`):
     list_slots.gN.npy             int32 (pairs,): documents with a token at each centroid (`centroid_candidates.py`)
 
 Token arrays are memory-mapped when loaded, so an index larger than RAM can be searched: only the pages of the
-documents being scored are read.
+documents being scored are read. The documents file is scanned once when loaded and its texts and metadata are then
+read line by line as hits need them (`document_file.py`), so no passage text is held in memory.
 
 Why bfloat16 and not float16: both take 2 bytes per value, but this CPU multiplies bfloat16 natively
 (AVX512-BF16: 4 ms for 20 query tokens x 29K candidate tokens) while float16 must first be converted to float32

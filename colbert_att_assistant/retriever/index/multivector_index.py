@@ -3,11 +3,16 @@ centroid lists (compressed storage), in-place add / upsert / delete, metadata pr
 
 How the token vectors are stored is one `TokenStorage` (`token_storage.py`), chosen by `settings.storage.vector_format`;
 this module owns the documents, their slots, the filters and the on-disk generation (`manifest.py`).
+
+A loaded index keeps its generation's documents on disk (`document_file.py`): per document only its slot, id,
+counts and filter columns are in memory, and a `DiskDocument` is built for a document when search or `get` looks at
+it. Documents stored after loading (or in an index never persisted) are `StoredDocument`s held in memory.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,8 @@ from colbert_att_assistant.retriever.index.base import (
     pruned_tokens,
 )
 from colbert_att_assistant.retriever.index.compression import default_centroid_count
+from colbert_att_assistant.retriever.index.document_file import DocumentFile
+from colbert_att_assistant.retriever.index.documents import DiskDocument, DocumentSequence
 from colbert_att_assistant.retriever.index.exact_tokens import ExactTokenStore
 from colbert_att_assistant.retriever.index.integrity import IntegrityCheck, Verification, unusable
 from colbert_att_assistant.retriever.index.manifest import IndexManifest
@@ -38,7 +45,6 @@ from colbert_att_assistant.retriever.index.residual_tokens import ResidualTokenS
 from colbert_att_assistant.retriever.index.storage import (
     jsonl_writer,
     next_generation,
-    read_document_lines,
     read_manifest,
     write_generation,
 )
@@ -74,7 +80,15 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         storage = self.settings.storage
         token_storage = TOKEN_STORAGE[storage.vector_format]
         self.token_storage: TokenStorage = token_storage(encoder.dim, storage, len(encoder.tokenizer))
-        self._documents: dict[int, StoredDocument] = {}
+        # Documents stored in this process, by slot; those of a loaded generation are in `_file` instead.
+        self._added: dict[int, StoredDocument] = {}
+        self._added_tokens = 0
+        self._file: DocumentFile | None = None  # set by load()
+        self._file_tokens: dict[str, Any] = {}  # the loaded generation's token arrays (memory-mapped)
+        self._file_live = np.zeros(0, dtype=bool)  # the file's rows still in the index
+        self._file_live_count = 0
+        self._file_live_tokens = 0
+        self._file_metadata: dict[int, dict[str, Any]] = {}  # update_metadata of a loaded document, by slot
         self._slot_by_id: dict[str, int] = {}
         self._next_slot = 0
         self._created_at = datetime.now(UTC)
@@ -84,14 +98,14 @@ class MultiVectorIndex(BaseMultiVectorIndex):
     # ---- inspection ---------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._documents)
+        return self._file_live_count + len(self._added)
 
     def __contains__(self, document_id: object) -> bool:
         return document_id in self._slot_by_id
 
     @property
     def token_count(self) -> int:
-        return sum(len(d.weights) for d in self._documents.values())
+        return self._file_live_tokens + self._added_tokens
 
     @property
     def compressed(self) -> bool:
@@ -102,20 +116,47 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         return self.token_storage.candidate_kind
 
     def document_ids(self) -> list[str]:
-        return [self._documents[slot].id for slot in sorted(self._documents)]
+        loaded = [] if self._file is None else [self._file.ids[row] for row in np.flatnonzero(self._file_live)]
+        return loaded + [self._added[slot].id for slot in sorted(self._added)]
 
     def get(self, document_id: str) -> StoredDocument:
         if document_id not in self._slot_by_id:
             raise InvalidDocumentError(f"No document with id {document_id!r} in the index.")
-        return self._documents[self._slot_by_id[document_id]]
+        return self._document(self._slot_by_id[document_id])
 
-    def _ordered(self) -> list[StoredDocument]:
-        return [self._documents[s] for s in sorted(self._documents)]
+    def _ordered(self) -> DocumentSequence:
+        return DocumentSequence(self._all_slots(), self._document)
+
+    def _document(self, slot: int) -> StoredDocument:
+        added = self._added.get(slot)
+        return added if added is not None else self._file_document(self._file_row(slot))
+
+    def _file_row(self, slot: int) -> int:
+        assert self._file is not None
+        return int(np.searchsorted(self._file.slots, slot))
+
+    def _file_document(self, row: int) -> DiskDocument:
+        assert self._file is not None
+        start, end = self._file.token_starts[row], self._file.token_starts[row + 1]
+        tokens = self.token_storage.fields({key: column[start:end] for key, column in self._file_tokens.items()})
+        slot = int(self._file.slots[row])
+        return DiskDocument(
+            slot, self._file.ids[row], int(self._file.n_words[row]), *tokens, read=partial(self._read_file_row, row)
+        )
+
+    def _read_file_row(self, row: int) -> tuple[str, dict[str, Any]]:
+        assert self._file is not None
+        text, metadata = self._file.record(row)
+        return text, self._file_metadata.get(int(self._file.slots[row]), metadata)
 
     # ---- changes ------------------------------------------------------------------------------------------
 
     def update_metadata(self, document_id: str, metadata: dict[str, Any]) -> None:
-        self.get(document_id).metadata = dict(metadata)
+        slot = self.get(document_id).slot
+        if slot in self._added:
+            self._added[slot].metadata = dict(metadata)
+        else:
+            self._file_metadata[slot] = dict(metadata)
         self._allowed_cache.clear()
 
     def _present(self, document_ids: list[str]) -> set[str]:
@@ -133,7 +174,8 @@ class MultiVectorIndex(BaseMultiVectorIndex):
             stored = StoredDocument(
                 self._next_slot, document.id, document.text, dict(document.metadata), item.n_words, *tokens
             )
-            self._documents[stored.slot] = stored
+            self._added[stored.slot] = stored
+            self._added_tokens += len(stored.weights)
             self._slot_by_id[stored.id] = stored.slot
             self._next_slot += 1
             new_documents.append(stored)
@@ -144,7 +186,18 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         if not slots:
             return
         for slot in slots:
-            del self._slot_by_id[self._documents.pop(slot).id]
+            added = self._added.pop(slot, None)
+            if added is not None:
+                self._added_tokens -= len(added.weights)
+                del self._slot_by_id[added.id]
+                continue
+            assert self._file is not None
+            row = self._file_row(slot)
+            self._file_live[row] = False
+            self._file_live_count -= 1
+            self._file_live_tokens -= int(self._file.token_starts[row + 1] - self._file.token_starts[row])
+            self._file_metadata.pop(slot, None)
+            del self._slot_by_id[self._file.ids[row]]
         self.token_storage.removed(slots)
         self._allowed_cache.clear()
 
@@ -157,24 +210,38 @@ class MultiVectorIndex(BaseMultiVectorIndex):
     # ---- search -------------------------------------------------------------------------------------------
 
     def _all_slots(self) -> np.ndarray:
-        return np.array(sorted(self._documents), dtype=np.int64)
+        # Slots stored after loading are all above the loaded generation's, so this is in slot order.
+        added = np.fromiter(sorted(self._added), dtype=np.int64, count=len(self._added))
+        return added if self._file is None else np.concatenate([self._file.slots[self._file_live], added])
 
     def _allowed_slots(self, filters: MetadataFilters | None) -> np.ndarray | None:
         if filters is None or not filters.filters:
             return None
         key = filters.model_dump_json()
         if key not in self._allowed_cache:
-            self._allowed_cache[key] = np.array(
-                sorted(s for s, d in self._documents.items() if metadata_matches(d.metadata, filters)),
-                dtype=np.int64,
-            )
+            self._allowed_cache[key] = self._matching_slots(filters)
         return self._allowed_cache[key]
+
+    def _matching_slots(self, filters: MetadataFilters) -> np.ndarray:
+        """Slots whose metadata pass `filters`, in order: the loaded documents' from their filter columns (or from
+        the file for a key that has none), the others' from the metadata in memory."""
+        in_memory = {slot: d.metadata for slot, d in self._added.items()} | self._file_metadata
+        matching = [slot for slot, metadata in in_memory.items() if metadata_matches(metadata, filters)]
+        parts = [np.array(matching, dtype=np.int64)]
+        if self._file is not None:
+            file = self._file
+            rows = np.flatnonzero(self._file_live)
+            if self._file_metadata:  # rows whose metadata changed were decided above
+                rows = rows[~np.isin(file.slots[rows], np.fromiter(self._file_metadata, dtype=np.int64))]
+            passed = file.metadata.matching(filters, rows, lambda row: file.record(row)[1])
+            parts.append(file.slots[rows[passed]])
+        return np.sort(np.concatenate(parts))
 
     def _candidate_slots(self, query: EncodedText, allowed: np.ndarray | None, top_k: int) -> np.ndarray:
         """The slots to score exactly: the storage's candidates, or every allowed slot for a small pool or when
         the candidates are too few."""
         settings = self.settings.candidates
-        pool_size = len(self._documents) if allowed is None else len(allowed)
+        pool_size = len(self) if allowed is None else len(allowed)
         slots = None
         if pool_size > max(settings.exact_below_documents, top_k):
             slots = self.token_storage.candidate_slots(query, allowed, top_k, self._next_slot, settings)
@@ -190,14 +257,15 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         self, query: EncodedText, top_k: int, filters: MetadataFilters | None, exhaustive: bool
     ) -> Candidates:
         allowed = self._allowed_slots(filters)
-        if not self._documents or (allowed is not None and len(allowed) == 0):
+        if not len(self) or (allowed is not None and len(allowed) == 0):
             return Candidates([], np.zeros(0, np.int64))
         if exhaustive:
             slots = self._all_slots() if allowed is None else allowed
         else:
             slots = self._candidate_slots(query, allowed, top_k)
         # Ties break on slot order (insertion order) so that results are deterministic.
-        return Candidates([self._documents[int(s)] for s in slots], np.asarray(slots))
+        slots = np.asarray(slots, dtype=np.int64)
+        return Candidates(DocumentSequence(slots, self._document), slots)
 
     def _token_vectors(self, documents: list[StoredDocument]) -> torch.Tensor:
         return self.token_storage.token_vectors(documents)
@@ -238,7 +306,7 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         """Write the index to `directory` atomically: a reader always sees the previous or the new state."""
         directory = Path(directory)
         ordered = self._ordered()
-        token_count = sum(len(d.weights) for d in ordered)
+        token_count = self.token_count
         writers = self.token_storage.file_writers(ordered, token_count, self.settings.candidates)
         writers["documents"] = (
             "jsonl",
@@ -300,23 +368,21 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         index._integrity = integrity
         files = {key: directory / entry.name for key, entry in manifest.files.items()}
         try:
-            lines = read_document_lines(files["documents"])
+            # Malformed lines (possible only in an index without checksums) are IndexCorruptError naming the line.
+            documents = DocumentFile.scan(files["documents"], directory, manifest.next_slot)
             columns = index.token_storage.read(files, manifest.document_count > 0, settings.candidates)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise unusable(directory, f"{directory}: cannot read index data ({exc}).") from exc
         lengths = {key: len(column) for key, column in columns.items()}
-        if any(n != manifest.token_count for n in lengths.values()) or len(lines) != manifest.document_count:
+        if any(n != manifest.token_count for n in lengths.values()) or len(documents) != manifest.document_count:
             raise unusable(
                 directory,
-                f"{directory}: data does not match the manifest (rows per token array {lengths}, {len(lines)} "
+                f"{directory}: data does not match the manifest (rows per token array {lengths}, {len(documents)} "
                 f"documents; manifest says {manifest.token_count} tokens, {manifest.document_count} documents).",
             )
-        try:
-            index._add_loaded_documents(lines, columns)
-        except (KeyError, TypeError, ValueError) as exc:  # only if an old index without checksums is damaged
-            raise unusable(directory, f"{files['documents']}: a document line is malformed ({exc!r}).") from exc
-        if index.token_count != manifest.token_count:
+        if documents.token_count != manifest.token_count:
             raise unusable(directory, f"{directory}: token counts in documents and token arrays disagree.")
+        index._attach_file(documents, columns)
         candidate_tokens = index.token_storage.candidate_token_count()
         if candidate_tokens is not None and candidate_tokens != manifest.token_count:
             raise unusable(directory, f"{directory}: the FAISS index and the token arrays disagree on token counts.")
@@ -326,17 +392,14 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         """Wait for a background checksum check of the loaded files (True when done; IndexCorruptError if failed)."""
         return True if self._integrity is None else self._integrity.wait(timeout)
 
-    def _add_loaded_documents(self, lines: list[dict], columns: dict[str, Any]) -> None:
-        offset = 0
-        for line in lines:
-            end = offset + int(line["n_tokens"])
-            tokens = self.token_storage.fields({key: column[offset:end] for key, column in columns.items()})
-            document = StoredDocument(
-                int(line["slot"]), line["id"], line["text"], line["metadata"], int(line["n_words"]), *tokens
-            )
-            self._documents[document.slot] = document
-            self._slot_by_id[document.id] = document.slot
-            offset = end
+    def _attach_file(self, documents: DocumentFile, token_columns: dict[str, Any]) -> None:
+        """Serve the loaded generation's documents from `documents` and its token arrays."""
+        self._slot_by_id = documents.slot_by_id()
+        self._file = documents
+        self._file_tokens = token_columns
+        self._file_live = np.ones(len(documents), dtype=bool)
+        self._file_live_count = len(documents)
+        self._file_live_tokens = documents.token_count
 
 
 def _exact_tokens(document: StoredDocument) -> EncodedText:

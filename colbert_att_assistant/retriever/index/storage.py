@@ -164,13 +164,3 @@ def remove_other_generations(directory: Path, keep_generation: int) -> None:
         if match and int(match.group(1)) != keep_generation:
             path.unlink(missing_ok=True)
 
-
-def read_document_lines(path: Path) -> list[dict]:
-    lines = []
-    with path.open(encoding="utf-8") as handle:
-        try:
-            for line in handle:
-                lines.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise unusable(path.parent, f"{path}, line {len(lines) + 1}: not valid JSON ({exc}).") from exc
-    return lines
