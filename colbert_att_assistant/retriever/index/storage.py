@@ -163,4 +163,3 @@ def remove_other_generations(directory: Path, keep_generation: int) -> None:
         match = _GENERATION_FILE.match(path.name)
         if match and int(match.group(1)) != keep_generation:
             path.unlink(missing_ok=True)
-
