@@ -46,10 +46,10 @@ TextAndMetadata = Callable[[], tuple[str, dict[str, Any]]]
 
 
 class DiskDocument(StoredDocument):
-    """A stored document whose text and metadata stay in the index's documents file until first read.
+    """A stored document whose text and metadata stay in the index's documents file, read when asked for.
 
-    Search builds one per candidate to score its tokens; only the hits it returns read their text, so a loaded
-    index holds no passage text in memory (`document_file.py`).
+    Search gets one per candidate to score its tokens; only the hits it returns read their text, so a loaded
+    index holds no passage text in memory beyond the few last read (`document_file.py`, `multivector_index.py`).
     """
 
     def __init__(
@@ -71,20 +71,14 @@ class DiskDocument(StoredDocument):
         self.token_ids = token_ids
         self.compressed = compressed
         self._read = read
-        self._record: tuple[str, dict[str, Any]] | None = None
-
-    def _loaded(self) -> tuple[str, dict[str, Any]]:
-        if self._record is None:
-            self._record = self._read()
-        return self._record
 
     @property  # type: ignore[override]
     def text(self) -> str:
-        return self._loaded()[0]
+        return self._read()[0]
 
     @property  # type: ignore[override]
     def metadata(self) -> dict[str, Any]:
-        return self._loaded()[1]
+        return self._read()[1]
 
 
 class DocumentSequence(Sequence[StoredDocument]):

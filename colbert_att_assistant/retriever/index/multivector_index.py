@@ -48,7 +48,7 @@ from colbert_att_assistant.retriever.index.storage import (
     read_manifest,
     write_generation,
 )
-from colbert_att_assistant.retriever.index.token_storage import TokenFields, TokenStorage
+from colbert_att_assistant.retriever.index.token_storage import TokenStorage
 from colbert_att_assistant.retriever.settings import CandidateSettings, IndexSettings, StorageSettings
 
 __all__ = [
@@ -63,10 +63,11 @@ __all__ = [
     "pruned_tokens",
 ]
 
-# Loaded documents whose token arrays' views are kept between searches (a few MB, no text): rebuilding them costs
-# microseconds per document, which a search that scores every document of a small (or filtered) pool would pay
-# for each of them on every query.
-TOKEN_VIEWS_KEPT = 4096
+# Loaded documents kept between searches (their token arrays' views, no text: about 2.3 KB each): building one
+# costs microseconds, which a search that scores every document of a small or filtered pool would otherwise pay
+# for each of them on every query. And the texts and metadata last read (a search reads each hit's twice).
+DOCUMENTS_KEPT = 4096
+RECORDS_KEPT = 256
 
 TOKEN_STORAGE: dict[str, type[TokenStorage]] = {
     kind.format_name: kind for kind in (ExactTokenStore, ResidualTokenStore)
@@ -94,7 +95,8 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         self._file_live_count = 0
         self._file_live_tokens = 0
         self._file_metadata: dict[int, dict[str, Any]] = {}  # update_metadata of a loaded document, by slot
-        self._file_token_views = lru_cache(maxsize=TOKEN_VIEWS_KEPT)(self._read_token_views)
+        self._file_documents = lru_cache(maxsize=DOCUMENTS_KEPT)(self._file_document)
+        self._file_records = lru_cache(maxsize=RECORDS_KEPT)(self._read_file_row)
         self._slot_by_id: dict[str, int] = {}
         self._next_slot = 0
         self._created_at = datetime.now(UTC)
@@ -135,25 +137,22 @@ class MultiVectorIndex(BaseMultiVectorIndex):
 
     def _document(self, slot: int) -> StoredDocument:
         added = self._added.get(slot)
-        if added is not None:
-            return added
-        assert self._file is not None
-        row, tokens = self._file_token_views(slot)
-        return DiskDocument(
-            slot, self._file.ids[row], int(self._file.n_words[row]), *tokens, read=partial(self._read_file_row, row)
-        )
+        return added if added is not None else self._file_documents(slot)
 
     def _file_row(self, slot: int) -> int:
         assert self._file is not None
         return int(np.searchsorted(self._file.slots, slot))
 
-    def _read_token_views(self, slot: int) -> tuple[int, TokenFields]:
-        """A loaded document's row and its rows of the token arrays (views; slots are never reused, so a kept
-        view never goes stale)."""
+    def _file_document(self, slot: int) -> DiskDocument:
+        """A loaded document: its rows of the token arrays (views) now, its text and metadata when read (slots are
+        never reused, so a kept one never goes stale; its metadata is looked up at each read)."""
         assert self._file is not None
         row = self._file_row(slot)
         start, end = self._file.token_starts[row], self._file.token_starts[row + 1]
-        return row, self.token_storage.fields({key: column[start:end] for key, column in self._file_tokens.items()})
+        tokens = self.token_storage.fields({key: column[start:end] for key, column in self._file_tokens.items()})
+        return DiskDocument(
+            slot, self._file.ids[row], int(self._file.n_words[row]), *tokens, read=partial(self._file_records, row)
+        )
 
     def _read_file_row(self, row: int) -> tuple[str, dict[str, Any]]:
         assert self._file is not None
@@ -168,6 +167,7 @@ class MultiVectorIndex(BaseMultiVectorIndex):
             self._added[slot].metadata = dict(metadata)
         else:
             self._file_metadata[slot] = dict(metadata)
+            self._file_records.cache_clear()
         self._allowed_cache.clear()
 
     def _present(self, document_ids: list[str]) -> set[str]:
