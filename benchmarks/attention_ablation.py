@@ -88,7 +88,7 @@ def main(
     prepared = {}
     for split, data in splits.items():
         queries = encoder.encode_weight_variants(list(data.queries.values()), is_query=True, variants=VARIANTS)
-        candidates = [index._candidate_slots(q, None, 10) for q in queries]
+        candidates = index._candidate_slots(queries, None, 10)
         prepared[split] = (list(data.queries), queries, candidates, Qrels(data.qrels))
 
     def evaluate_variant(

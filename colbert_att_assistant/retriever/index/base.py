@@ -19,7 +19,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 from pydantic import BaseModel
 
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, EncodedText, ProgressCallback
-from colbert_att_assistant.retriever.errors import IndexMismatchError, InvalidDocumentError
+from colbert_att_assistant.retriever.errors import IndexMismatchError, InvalidDocumentError, InvalidQueryError
 from colbert_att_assistant.retriever.index.documents import (
     Candidates,
     DocumentInput,
@@ -182,6 +182,13 @@ class BaseMultiVectorIndex(ABC):
         """Documents to score exactly: every one that passes `filters` when `exhaustive`, else the backend's
         candidates (at least `top_k` of them where that many pass)."""
 
+    def _candidates_batch(
+        self, queries: Sequence[EncodedText], top_k: int, filters: MetadataFilters | None
+    ) -> list[Candidates]:
+        """`_candidates` of each query (not exhaustive); a backend that can propose for many queries in one call
+        overrides this, with the same candidates."""
+        return [self._candidates(query, top_k, filters, False) for query in queries]
+
     def _token_vectors(self, documents: Sequence[StoredDocument]) -> torch.Tensor:
         """The documents' token vectors, concatenated, in the space of `_query_in_storage_space`."""
         if not documents:
@@ -212,11 +219,55 @@ class BaseMultiVectorIndex(ABC):
         mode = ScoringMode(mode)
         self._before_search()
         encoded = self.encoder.encode_query(query) if isinstance(query, str) else query
-        candidates = self._candidates(encoded, top_k, filters, exhaustive)
+        return self._ranked(encoded, self._candidates(encoded, top_k, filters, exhaustive), top_k, mode, explain)
+
+    def search_batch(
+        self,
+        queries: Sequence[str | EncodedText],
+        top_k: int = 10,
+        mode: ScoringMode | str = ScoringMode.COLBERT_ATT,
+        filters: MetadataFilters | None = None,
+    ) -> list[list[SearchHit]]:
+        """`search` for many queries, one list of hits per query in their order: the strings are encoded in one
+        batched forward pass and the candidates come from `_candidates_batch` (one FAISS search for the local
+        index), then each query is re-ranked as `search` does. The hits are those of `search` one query at a
+        time; scores agree to about 1e-6 of their size (a batched forward pass rounds the query vectors
+        differently in the last bits)."""
+        check_top_k(top_k)
+        mode = ScoringMode(mode)
+        encoded = self._encode_queries(queries)
+        if not encoded:
+            return []
+        self._before_search()
+        found = self._candidates_batch(encoded, top_k, filters)
+        return [
+            self._ranked(query, candidates, top_k, mode, explain=False)
+            for query, candidates in zip(encoded, found, strict=True)
+        ]
+
+    def _encode_queries(self, queries: Sequence[str | EncodedText]) -> list[EncodedText]:
+        """Every query as an encoding, the strings encoded together; a bad query is named by its position."""
+        if isinstance(queries, str):
+            raise InvalidQueryError("search_batch takes a list of queries; use search() for a single query.")
+        queries = list(queries)
+        for position, query in enumerate(queries):
+            if not isinstance(query, str | EncodedText):
+                raise InvalidQueryError(
+                    f"Query {position} is a {type(query).__name__}, not a string or an EncodedText."
+                )
+            if isinstance(query, str) and not query.strip():
+                raise InvalidQueryError(f"Query {position} is empty or whitespace: give some words to search for.")
+        texts = [query for query in queries if isinstance(query, str)]
+        encoded = iter(self.encoder.encode_queries(texts) if texts else [])
+        return [next(encoded) if isinstance(query, str) else query for query in queries]
+
+    def _ranked(
+        self, query: EncodedText, candidates: Candidates, top_k: int, mode: ScoringMode, explain: bool
+    ) -> list[SearchHit]:
         if not candidates.documents:
             return []
-        scored = self.score(encoded, candidates.documents, mode)
-        return rerank(encoded, candidates, scored, top_k, explain)
+        scored = self.score(query, candidates.documents, mode)
+        return rerank(query, candidates, scored, top_k, explain)
 
     def score(self, query: EncodedText, documents: Sequence[StoredDocument], mode: ScoringMode) -> ScoredBatch:
         """The exact scores of `documents` for the query, in their order."""

@@ -63,25 +63,54 @@ class ExactTokenStore(TokenStorage):
     def candidate_slots(
         self, query: EncodedText, allowed: np.ndarray | None, top_k: int, n_slots: int, settings: CandidateSettings
     ) -> np.ndarray | None:
+        return self.candidate_slots_batch([query], allowed, top_k, n_slots, settings)[0]
+
+    def candidate_slots_batch(
+        self,
+        queries: list[EncodedText],
+        allowed: np.ndarray | None,
+        top_k: int,
+        n_slots: int,
+        settings: CandidateSettings,
+    ) -> list[np.ndarray | None]:
+        """One FAISS search over every query token of the batch instead of one per query, split back per query.
+
+        A query gets the candidates it gets alone up to float rounding: FAISS computes a large batch with BLAS, so
+        similarities may differ in the last bits, which matters only where two neighbours or two documents'
+        approximate scores tie to about 1e-6."""
         if self.candidates is None:
-            return None
+            return [None] * len(queries)
+        vectors = np.concatenate([query.vectors for query in queries])
+        similarities, slots = self.candidates.search(vectors, settings.tokens_per_query_token, allowed)
+        bounds = np.cumsum([len(query.vectors) for query in queries])[:-1]
+        per_query = zip(np.split(similarities, bounds), np.split(slots, bounds), strict=True)
+        return [
+            self._ranked_or_wider(query, *found, allowed, top_k, settings)
+            for query, found in zip(queries, per_query, strict=True)
+        ]
+
+    def _ranked_or_wider(
+        self,
+        query: EncodedText,
+        similarities: np.ndarray,
+        slots: np.ndarray,
+        allowed: np.ndarray | None,
+        top_k: int,
+        settings: CandidateSettings,
+    ) -> np.ndarray | None:
+        """The query's candidates from its neighbours; when they name fewer than top_k documents, it searches
+        again alone with 4 and 16 times as many neighbours. None: even then fewer than top_k (a selective filter,
+        or a tiny IVF probe), so every allowed document is scored."""
+        assert self.candidates is not None
         neighbours = settings.tokens_per_query_token
-        for _ in range(3):
-            similarities, slots = self.candidates.search(query.vectors, neighbours, allowed)
-            found = slots >= 0
-            unique_slots, column = np.unique(slots[found], return_inverse=True)
-            if len(unique_slots) >= top_k:
+        ranked = _approximate_ranking(similarities, slots, top_k, settings.rerank_depth)
+        for _ in range(2):
+            if ranked is not None:
                 break
-            neighbours *= 4  # too few distinct documents among the neighbours: look further
-        else:
-            # Even a wider search found fewer than top_k documents (a selective filter, or a tiny IVF probe).
-            return None
-        # Approximate MaxSim from the retrieved tokens only: each query token's best retrieved match per document.
-        best = np.zeros((len(query.vectors), len(unique_slots)), dtype=np.float32)
-        rows = np.broadcast_to(np.arange(len(query.vectors))[:, None], slots.shape)[found]
-        np.maximum.at(best, (rows, column), similarities[found])
-        order = np.argsort(-best.sum(axis=0), kind="stable")[: max(settings.rerank_depth, top_k)]
-        return unique_slots[order]
+            neighbours *= 4
+            similarities, slots = self.candidates.search(query.vectors, neighbours, allowed)
+            ranked = _approximate_ranking(similarities, slots, top_k, settings.rerank_depth)
+        return ranked
 
     def token_vectors(self, documents: Sequence[StoredDocument]) -> torch.Tensor:
         if not documents:
@@ -126,3 +155,19 @@ class ExactTokenStore(TokenStorage):
 
 def _token_slots(documents: list[StoredDocument]) -> np.ndarray:
     return np.repeat([d.slot for d in documents], [len(d.weights) for d in documents])
+
+
+def _approximate_ranking(similarities: np.ndarray, slots: np.ndarray, top_k: int, depth: int) -> np.ndarray | None:
+    """Up to max(depth, top_k) documents by approximate MaxSim from the retrieved tokens only (each query token's
+    best retrieved match per document, summed), best first; None when fewer than top_k documents were retrieved.
+
+    similarities, slots: (query tokens, neighbours) from FAISS, slot -1 where no token qualified."""
+    found = slots >= 0
+    unique_slots, column = np.unique(slots[found], return_inverse=True)
+    if len(unique_slots) < top_k:
+        return None
+    best = np.zeros((len(slots), len(unique_slots)), dtype=np.float32)
+    rows = np.broadcast_to(np.arange(len(slots))[:, None], slots.shape)[found]
+    np.maximum.at(best, (rows, column), similarities[found])
+    order = np.argsort(-best.sum(axis=0), kind="stable")[: max(depth, top_k)]
+    return unique_slots[order]

@@ -11,6 +11,7 @@ it. Documents stored after loading (or in an index never persisted) are `StoredD
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from pathlib import Path
@@ -248,17 +249,16 @@ class MultiVectorIndex(BaseMultiVectorIndex):
             parts.append(file.slots[rows[passed]])
         return np.sort(np.concatenate(parts))
 
-    def _candidate_slots(self, query: EncodedText, allowed: np.ndarray | None, top_k: int) -> np.ndarray:
-        """The slots to score exactly: the storage's candidates, or every allowed slot for a small pool or when
-        the candidates are too few."""
+    def _candidate_slots(self, queries: list[EncodedText], allowed: np.ndarray | None, top_k: int) -> list[np.ndarray]:
+        """The slots to score exactly for each query: the storage's candidates, or every allowed slot for a small
+        pool or when the candidates are too few."""
         settings = self.settings.candidates
         pool_size = len(self) if allowed is None else len(allowed)
-        slots = None
+        found: list[np.ndarray | None] = [None] * len(queries)
         if pool_size > max(settings.exact_below_documents, top_k):
-            slots = self.token_storage.candidate_slots(query, allowed, top_k, self._next_slot, settings)
-        if slots is None:
-            return self._all_slots() if allowed is None else allowed
-        return slots
+            found = self.token_storage.candidate_slots_batch(queries, allowed, top_k, self._next_slot, settings)
+        everything = self._all_slots() if allowed is None else allowed
+        return [everything if slots is None else slots for slots in found]
 
     def _before_search(self) -> None:
         if self._integrity is not None:
@@ -267,16 +267,24 @@ class MultiVectorIndex(BaseMultiVectorIndex):
     def _candidates(
         self, query: EncodedText, top_k: int, filters: MetadataFilters | None, exhaustive: bool
     ) -> Candidates:
+        if not exhaustive:
+            return self._candidates_batch([query], top_k, filters)[0]
         allowed = self._allowed_slots(filters)
-        if not len(self) or (allowed is not None and len(allowed) == 0):
-            return Candidates([], np.zeros(0, np.int64))
-        if exhaustive:
-            slots = self._all_slots() if allowed is None else allowed
-        else:
-            slots = self._candidate_slots(query, allowed, top_k)
-        # Ties break on slot order (insertion order) so that results are deterministic.
-        slots = np.asarray(slots, dtype=np.int64)
-        return Candidates(DocumentSequence(slots, self._document), slots)
+        if self._nothing_to_search(allowed):
+            return _no_candidates()
+        return _as_candidates(self._all_slots() if allowed is None else allowed, self._document)
+
+    def _candidates_batch(
+        self, queries: Sequence[EncodedText], top_k: int, filters: MetadataFilters | None
+    ) -> list[Candidates]:
+        # One filter for the batch: its allowed slots are found once, and FAISS searches every query at once.
+        allowed = self._allowed_slots(filters)
+        if self._nothing_to_search(allowed):
+            return [_no_candidates() for _ in queries]
+        return [_as_candidates(slots, self._document) for slots in self._candidate_slots(list(queries), allowed, top_k)]
+
+    def _nothing_to_search(self, allowed: np.ndarray | None) -> bool:
+        return not len(self) or (allowed is not None and len(allowed) == 0)
 
     def _token_vectors(self, documents: list[StoredDocument]) -> torch.Tensor:
         return self.token_storage.token_vectors(documents)
@@ -411,6 +419,16 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         self._file_live = np.ones(len(documents), dtype=bool)
         self._file_live_count = len(documents)
         self._file_live_tokens = documents.token_count
+
+
+def _no_candidates() -> Candidates:
+    return Candidates([], np.zeros(0, np.int64))
+
+
+def _as_candidates(slots: np.ndarray, document: Callable[[int], StoredDocument]) -> Candidates:
+    # Ties break on slot order (insertion order) so that results are deterministic.
+    slots = np.asarray(slots, dtype=np.int64)
+    return Candidates(DocumentSequence(slots, document), slots)
 
 
 def _exact_tokens(document: StoredDocument) -> EncodedText:

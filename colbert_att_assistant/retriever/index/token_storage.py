@@ -75,6 +75,17 @@ class TokenStorage(ABC):
         """Up to `settings.rerank_depth` candidate slots (among `allowed`, when given), or None when no candidate
         structure can find `top_k` documents and every allowed document must be scored."""
 
+    def candidate_slots_batch(
+        self,
+        queries: list[EncodedText],
+        allowed: np.ndarray | None,
+        top_k: int,
+        n_slots: int,
+        settings: CandidateSettings,
+    ) -> list[np.ndarray | None]:
+        """`candidate_slots` of each query; a kind whose structure searches many queries in one call overrides it."""
+        return [self.candidate_slots(query, allowed, top_k, n_slots, settings) for query in queries]
+
     @abstractmethod
     def token_vectors(self, documents: Sequence[StoredDocument]) -> torch.Tensor:
         """The documents' token vectors, concatenated, in the space of `query_vectors`."""
