@@ -122,6 +122,11 @@ def run_methods(
     for method in methods:
         if method in PREREQUISITES:
             continue
+        if method in ("maxsim", "colbert_att") and latencies is None:
+            assert index is not None
+            # Not timed per query: searched in batches, the same hits as one at a time, in a fraction of the time.
+            results[method] = searched_in_batches(index, queries, k, method)
+            continue
         if method in ("bm25", "bm25_stemmed"):
             searcher = BM25Baseline(ids, texts, stemming=method == "bm25_stemmed").search
         elif method == "dense":
@@ -149,6 +154,19 @@ def run_methods(
         runs["hybrid"] = fuse(runs=[runs["bm25_stemmed"], runs["colbert_att"]], method="rrf")
         runs["hybrid"].name = "hybrid"
     return {name: runs[name] for name in methods}
+
+
+def searched_in_batches(
+    index: MultiVectorIndex, queries: dict[str, str], k: int, mode: str, batch_size: int = 32
+) -> dict[str, dict[str, float]]:
+    """{query id: {document id: score}} of `mode`, the queries searched `batch_size` at a time."""
+    ids, texts = list(queries), list(queries.values())
+    found: dict[str, dict[str, float]] = {}
+    for start in track(range(0, len(texts), batch_size), description=mode, console=console):
+        hits = index.search_batch(texts[start : start + batch_size], top_k=k, mode=mode)
+        for qid, query_hits in zip(ids[start : start + batch_size], hits, strict=True):
+            found[qid] = {h.id: h.score for h in query_hits} or {"__no_result__": 0.0}
+    return found
 
 
 def score_runs(data: BeirDataset, queries: dict[str, str], runs: dict[str, Run]) -> dict[str, dict[str, float]]:
