@@ -1,6 +1,13 @@
 """search_batch on real indexes on disk with the real encoder: the hits of many queries at once equal those of
-`search` one query at a time (same ids, same order, scores within 1e-6), with filters, mixed inputs and bad input;
-and the places that run many queries (the LlamaIndex retriever, the untimed evaluation) through it."""
+`search` one query at a time, with filters, mixed inputs and bad input; and the places that run many queries (the
+LlamaIndex retriever, the untimed evaluation) through it.
+
+Given the same query encodings, the hits are the same ids in the same order with scores within 1e-6 (in fact
+equal). Strings are encoded together, in one batched forward pass, whose query vectors differ from one-at-a-time
+encoding in the last float bits (about 4e-7); the MaxSim winner is picked on bfloat16 similarities, so such a
+difference can pick another of two near-tied document tokens and move a score by up to about 1e-3 of its size
+(benchmarks/batch_throughput.py: 2 of the 300 SciFact test queries, ids and order all unchanged).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +20,14 @@ from colbert_att_assistant.retriever import ColBERTAttRetriever, InvalidQueryErr
 from colbert_att_assistant.retriever.index import DocumentInput, SearchHit
 from colbert_att_assistant.retriever.settings import CandidateSettings, IndexSettings, StorageSettings
 
-# Scores agree to 1e-6 of their size. Not to 1e-6 absolutely: a raw score near 9 is a float32 sum, whose last bit
-# is worth 9.5e-7, and a batched forward pass rounds the query vectors differently in the last bits (about 3e-7)
-# than one query alone, padded or not.
-SCORE_TOLERANCE = 1e-6
+# (absolute, relative) score tolerances.
+SAME_ENCODINGS = (1e-6, 0.0)
+ENCODED_IN_A_BATCH = (0.0, 1e-3)
 
 
-def close(score: float, reference: float) -> bool:
-    return abs(score - reference) <= SCORE_TOLERANCE * max(1.0, abs(reference))
+def close(score: float, reference: float, tolerance: tuple[float, float]) -> bool:
+    absolute, relative = tolerance
+    return abs(score - reference) <= absolute + relative * abs(reference)
 
 
 # Small pools of FAISS neighbours and a shallow re-rank depth, so that candidate generation (not scoring every
@@ -76,41 +83,51 @@ def index(request, cached_encoder, passages, tmp_path_factory) -> MultiVectorInd
     )
 
 
-def assert_same_hits(batch: list[list[SearchHit]], one_at_a_time: list[list[SearchHit]]) -> None:
+def assert_same_hits(
+    batch: list[list[SearchHit]], one_at_a_time: list[list[SearchHit]], tolerance: tuple[float, float] = SAME_ENCODINGS
+) -> None:
     assert len(batch) == len(one_at_a_time)
     for position, (got, expected) in enumerate(zip(batch, one_at_a_time, strict=True)):
         assert [h.id for h in got] == [h.id for h in expected], f"query {position}"
         for hit, reference in zip(got, expected, strict=True):
-            assert close(hit.score, reference.score), f"query {position}, {hit.id}"
-            assert close(hit.normalised_score, reference.normalised_score), f"query {position}, {hit.id}"
+            assert close(hit.score, reference.score, tolerance), f"query {position}, {hit.id}"
+            assert close(hit.normalised_score, reference.normalised_score, tolerance), f"query {position}, {hit.id}"
             assert (hit.text, hit.metadata) == (reference.text, reference.metadata)
 
 
 @pytest.mark.parametrize("mode", ["colbert_att", "maxsim"])
-def test_batch_hits_equal_one_at_a_time(index, passages, mode):
-    queries = queries_for(passages)
-    batch = index.search_batch(queries, top_k=10, mode=mode)
+def test_batch_hits_equal_one_at_a_time(index, passages, cached_encoder, mode):
+    encoded = cached_encoder.encode_queries(queries_for(passages))
+    batch = index.search_batch(encoded, top_k=10, mode=mode)
     assert all(len(hits) == 10 for hits in batch)
-    assert_same_hits(batch, [index.search(q, top_k=10, mode=mode) for q in queries])
-    # A passage's opening words find it first, in the batch as alone.
+    assert_same_hits(batch, [index.search(q, top_k=10, mode=mode) for q in encoded])
+    # A passage's opening words find it first.
     assert batch[4][0].id == passages[5]["id"]
 
 
+@pytest.mark.parametrize("mode", ["colbert_att", "maxsim"])
+def test_strings_are_encoded_together_and_find_what_each_finds_alone(index, passages, cached_encoder, mode):
+    texts = queries_for(passages)
+    batch = index.search_batch(texts, top_k=10, mode=mode)
+    assert_same_hits(batch, index.search_batch(cached_encoder.encode_queries(texts), top_k=10, mode=mode))
+    assert_same_hits(batch, [index.search(text, top_k=10, mode=mode) for text in texts], ENCODED_IN_A_BATCH)
+
+
 def test_a_batch_larger_than_an_encoder_batch_keeps_the_query_order(index, passages):
-    queries = [" ".join(p["text"].split()[:8]) for p in passages[:70]]
-    assert len(queries) > index.encoder.settings.batch_size
-    batch = index.search_batch(queries, top_k=3)
-    assert_same_hits(batch, [index.search(q, top_k=3) for q in queries])
+    texts = [" ".join(p["text"].split()[:8]) for p in passages[:70]]
+    assert len(texts) > index.encoder.settings.batch_size
+    batch = index.search_batch(texts, top_k=3)
+    assert_same_hits(batch, [index.search(text, top_k=3) for text in texts], ENCODED_IN_A_BATCH)
     assert sum(hits[0].id == p["id"] for hits, p in zip(batch, passages, strict=False)) >= 60
 
 
 @pytest.mark.parametrize(("filters", "top_k"), [(PUBLIC, 10), (RARE, 5), (NOTHING, 10)], ids=["public", "rare", "none"])
-def test_filtered_batch_hits_equal_one_at_a_time(index, passages, filters, top_k):
-    queries = queries_for(passages)
-    batch = index.search_batch(queries, top_k=top_k, filters=filters)
-    assert_same_hits(batch, [index.search(q, top_k=top_k, filters=filters) for q in queries])
+def test_filtered_batch_hits_equal_one_at_a_time(index, passages, cached_encoder, filters, top_k):
+    encoded = cached_encoder.encode_queries(queries_for(passages))
+    batch = index.search_batch(encoded, top_k=top_k, filters=filters)
+    assert_same_hits(batch, [index.search(q, top_k=top_k, filters=filters) for q in encoded])
     if filters is NOTHING:
-        assert batch == [[] for _ in queries]
+        assert batch == [[] for _ in encoded]
         return
     # 10 rare documents: few enough that FAISS's neighbours may name fewer than top_k and a query searches wider.
     allowed = {"public"} if filters is PUBLIC else {"yes"}
@@ -120,12 +137,13 @@ def test_filtered_batch_hits_equal_one_at_a_time(index, passages, filters, top_k
 
 def test_a_batch_mixing_strings_and_encoded_queries(index, passages, cached_encoder):
     texts = queries_for(passages)
-    encoded = cached_encoder.encode_queries(texts[1::2])
-    mixed = [text if i % 2 == 0 else encoded[i // 2] for i, text in enumerate(texts)]
+    encoded = cached_encoder.encode_queries(texts)
+    mixed = [text if i % 2 == 0 else encoded[i] for i, text in enumerate(texts)]
     batch = index.search_batch(mixed, top_k=10, filters=PUBLIC)
-    assert_same_hits(batch, [index.search(q, top_k=10, filters=PUBLIC) for q in mixed])
-    only_encoded = index.search_batch(encoded, top_k=10)
-    assert_same_hits(only_encoded, [index.search(q, top_k=10) for q in encoded])
+    # The encodings are used as given, the strings encoded: the same hits as either alone.
+    assert_same_hits(batch[1::2], [index.search(q, top_k=10, filters=PUBLIC) for q in encoded[1::2]])
+    assert_same_hits(batch[::2], index.search_batch(texts[::2], top_k=10, filters=PUBLIC))
+    assert_same_hits(batch, [index.search(q, top_k=10, filters=PUBLIC) for q in mixed], ENCODED_IN_A_BATCH)
 
 
 def test_empty_batches_and_an_empty_index(index, cached_encoder):
@@ -163,7 +181,7 @@ def test_the_llama_index_retriever_retrieves_a_batch_as_one_at_a_time(index, pas
     alone = [retriever.retrieve(q) for q in queries]
     assert [[n.node.node_id for n in nodes] for nodes in batch] == [[n.node.node_id for n in nodes] for nodes in alone]
     scores = zip([n.score for nodes in batch for n in nodes], [n.score for nodes in alone for n in nodes], strict=True)
-    assert all(close(score, reference) for score, reference in scores)
+    assert all(close(score, reference, ENCODED_IN_A_BATCH) for score, reference in scores)
     assert all(n.node.metadata["audience"] == "public" for nodes in batch for n in nodes)
     with pytest.raises(InvalidQueryError, match="use retrieve"):
         retriever.retrieve_batch("vitamin D")
@@ -176,4 +194,4 @@ def test_the_untimed_evaluation_searches_in_batches_with_the_same_run(index, pas
     for qid, text in queries.items():
         alone = index.search(text, top_k=10)
         assert list(run[qid]) == [h.id for h in alone]
-        assert all(close(s, h.score) for s, h in zip(run[qid].values(), alone, strict=True))
+        assert all(close(s, h.score, ENCODED_IN_A_BATCH) for s, h in zip(run[qid].values(), alone, strict=True))
