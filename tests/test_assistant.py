@@ -166,8 +166,13 @@ def test_the_quoted_style_answers_with_cited_lines_without_the_model(assistant_s
     assert answer.answer_path == "extractive" and not answer.abstained
     assert "25" in answer.text
     assert answer.citations and {c.node_id for c in answer.citations} <= {s.node_id for s in answer.sources}
-    assert answer.text.count("\n- ") <= 2  # the two best lines, each cited
+    assert 1 <= answer.text.count("\n- ") <= quoted.retrieval.quoted_lines  # the best lines, each cited
     assert model.prompts == []
+
+    one_line = quoted.model_copy(update={"retrieval": quoted.retrieval.model_copy(update={"quoted_lines": 1})})
+    short = Assistant(kb_assistant.index, model, one_line).answer("How much does express delivery cost?")
+    assert short.text.count("\n- ") == 1
+    assert short.text.splitlines()[1] in answer.text.splitlines()  # the best line is in every longer quote
 
     strict = quoted.model_copy(
         update={"retrieval": quoted.retrieval.model_copy(update={"min_evidence_to_quote": 0.99})}

@@ -48,8 +48,6 @@ AbstainReason = Literal["invalid_message", "weak_retrieval", "weak_evidence", "n
 # How the text shown was made: by the model (checked sentence by sentence), quoted from the evidence, or neither.
 AnswerPath = Literal["generated", "extractive", "abstained", "invalid"]
 PUBLIC_ONLY = MetadataFilters(filters=[MetadataFilter(key="audience", value="public", operator=FilterOperator.EQ)])
-# Evidence units quoted when the draft is replaced by the evidence itself.
-EXTRACTIVE_UNITS = 2
 
 
 class Citation(BaseModel):
@@ -123,7 +121,7 @@ def validate_message(message: Any, max_chars: int, brand: BrandProfile) -> str |
     return None
 
 
-def extractive_answer(evidence: Evidence, lead: str, units: int = EXTRACTIVE_UNITS) -> str:
+def extractive_answer(evidence: Evidence, lead: str, units: int) -> str:
     """The best evidence units, quoted with their source numbers, in the order they stand in their passages."""
     best = sorted(evidence.units, key=lambda unit: -unit.score)[:units]
     lines = []
@@ -301,7 +299,7 @@ class Assistant:
         def quotation(**extra: Any) -> AssistantAnswer:
             """The best evidence lines as the answer, cited (grounded by construction)."""
             assert evidence is not None
-            text = extractive_answer(evidence, self.brand.strings.extractive_lead)
+            text = extractive_answer(evidence, self.brand.strings.extractive_lead, self.settings.retrieval.quoted_lines)
             by_number = {s.number: s for s in sources}
             cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
             return AssistantAnswer(

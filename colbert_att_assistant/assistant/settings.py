@@ -135,6 +135,16 @@ class RetrievalSettings(BaseModel):
         "(benchmarks/quoted_answers.py): the most right quotes minus twice the quotes given to unanswerable questions.",
     )
 
+    # On the calibration half at 0.50: 2 lines right 25 / wrong 15, 3 lines 27 / 13, 4 lines 28 / 12 of 75; three,
+    # since a fourth line bought one more right answer for a third more text to read (benchmarks/RESULTS.md).
+    quoted_lines: int = Field(
+        default=3,
+        ge=1,
+        le=8,
+        description="Evidence lines (sentences, list items, table rows) a quoted answer shows: the best by the "
+        "alignment score, printed in passage order.",
+    )
+
 
 class ChatSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
