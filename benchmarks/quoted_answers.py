@@ -88,17 +88,10 @@ def breakdown(questions, rows: list[dict], scores: list[Scores], threshold: floa
     return lines
 
 
-def quote_questions(questions, lines: int, qrels) -> tuple[list[dict], list[Scores]]:
+def quote_questions(assistant: Assistant, questions, lines: int, qrels) -> tuple[list[dict], list[Scores]]:
     """Every question asked as a client would, every answer past the retrieval gates quoted with `lines` lines."""
-    settings = AssistantSettings.load(
-        retrieval={
-            "answer_style": "quoted",
-            "min_evidence_to_quote": 0.0,
-            "quoted_lines": lines,
-        }
-    )
-    index, _ = index_brand_documents(settings)
-    assistant = Assistant.from_settings(settings, index=index)
+    retrieval = assistant.settings.retrieval.model_copy(update={"quoted_lines": lines})
+    assistant.settings = assistant.settings.model_copy(update={"retrieval": retrieval})
     rows, scores = [], []
     with run_progress(console) as progress:
         task = progress.add_task(f"Quoting, {lines} lines", total=len(questions))
@@ -133,7 +126,11 @@ def main(
     qrels = load_qrels()
     load_start = os.getloadavg()
     started = time.perf_counter()
-    runs = {count: quote_questions(questions, count, qrels) for count in lines}
+    # One index and one assistant for every pass: only the number of lines quoted changes between them.
+    settings = AssistantSettings.load(retrieval={"answer_style": "quoted", "min_evidence_to_quote": 0.0})
+    index, _ = index_brand_documents(settings)
+    assistant = Assistant.from_settings(settings, index=index)
+    runs = {count: quote_questions(assistant, questions, count, qrels) for count in lines}
     elapsed = time.perf_counter() - started
     answerable = sum(q.answerable for q in questions)
     unanswerable = len(questions) - answerable

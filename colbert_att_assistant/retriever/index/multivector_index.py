@@ -257,6 +257,8 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         found: list[np.ndarray | None] = [None] * len(queries)
         if pool_size > max(settings.exact_below_documents, top_k):
             found = self.token_storage.candidate_slots_batch(queries, allowed, top_k, self._next_slot, settings)
+        if all(slots is not None for slots in found):
+            return [slots for slots in found if slots is not None]
         everything = self._all_slots() if allowed is None else allowed
         return [everything if slots is None else slots for slots in found]
 
