@@ -47,10 +47,8 @@ INVENTION_COST = 2
 Scores = tuple[float | None, float | None]  # (evidence score, normalised top retrieval score) of one answer
 
 
-def outcome_at(question, row: dict, scores: Scores, threshold: float, min_top_score: float = 0.0) -> str:
-    """The row's outcome had quotes below `threshold` (or below `min_top_score`) been the handoff instead."""
-    evidence_score, top_score = scores
-    passes = evidence_score is None or (evidence_score >= threshold and (top_score or 0.0) >= min_top_score)
+def outcome_if(question, row: dict, passes: bool) -> str:
+    """The row's outcome, or had its answer been the handoff instead when it does not pass a gate."""
     if row["abstained"] or passes:
         return row["outcome"]
     return score_answer(
@@ -59,8 +57,22 @@ def outcome_at(question, row: dict, scores: Scores, threshold: float, min_top_sc
     ).outcome  # fmt: skip
 
 
+def outcome_at(question, row: dict, scores: Scores, threshold: float, min_top_score: float = 0.0) -> str:
+    """The row's outcome had quotes below `threshold` (or below `min_top_score`) been the handoff instead."""
+    evidence_score, top_score = scores
+    passes = evidence_score is None or (evidence_score >= threshold and (top_score or 0.0) >= min_top_score)
+    return outcome_if(question, row, passes)
+
+
 def breakdown(questions, rows: list[dict], scores: list[Scores], threshold: float, min_top_score: float) -> list[str]:
     """At the reported gate: answerable questions answered correctly by kind (the issue's groups), and leaks."""
+    outcomes = [outcome_at(q, r, s, threshold, min_top_score) for q, r, s in zip(questions, rows, scores, strict=True)]
+    title = f"At min_evidence_to_quote {threshold:.2f}, min top score {min_top_score:.2f}, by kind of question:"
+    return breakdown_by_kind(questions, rows, outcomes, title)
+
+
+def breakdown_by_kind(questions, rows: list[dict], outcomes: list[str], title: str) -> list[str]:
+    """Answerable questions answered correctly by kind (the issue's groups), and leaks."""
     groups = {
         "customer, first turn": lambda q: q.answerable and q.audience == "public" and not q.previous_turn,
         "customer, follow-up (second turn)": lambda q: q.answerable and bool(q.previous_turn),
@@ -68,21 +80,17 @@ def breakdown(questions, rows: list[dict], scores: list[Scores], threshold: floa
     }
     lines = [
         "",
-        f"At min_evidence_to_quote {threshold:.2f}, min top score {min_top_score:.2f}, by kind of question:",
+        title,
         "",
         "| kind | correct | wrong | declined |",
         "|---|---|---|---|",
     ]
     for name, member in groups.items():
-        outcomes = Counter(
-            outcome_at(q, r, s, threshold, min_top_score)
-            for q, r, s in zip(questions, rows, scores, strict=True)
-            if member(q)
-        )
-        total = sum(outcomes.values())
-        wrong = outcomes["wrong_fact"] + outcomes["wrong_citation"]
-        declined = outcomes["declined_with_evidence"] + outcomes["declined_no_evidence"]
-        lines.append(f"| {name} | {outcomes['correct']} / {total} | {wrong} | {declined} |")
+        counts = Counter(outcome for q, outcome in zip(questions, outcomes, strict=True) if member(q))
+        total = sum(counts.values())
+        wrong = counts["wrong_fact"] + counts["wrong_citation"]
+        declined = counts["declined_with_evidence"] + counts["declined_no_evidence"]
+        lines.append(f"| {name} | {counts['correct']} / {total} | {wrong} | {declined} |")
     leaks = sum(bool(r["leaked_documents"]) or r["internal_shown_to_customer"] for r in rows)
     lines.append(f"\n- customer turns shown or citing an internal document: {leaks}")
     return lines

@@ -28,10 +28,11 @@ from colbert_att_assistant.assistant.abstention import AbstentionCalibration
 from colbert_att_assistant.assistant.answer_check import DraftChecker
 from colbert_att_assistant.assistant.brand import BrandProfile
 from colbert_att_assistant.assistant.citations import NumberMismatch
-from colbert_att_assistant.assistant.evidence import Evidence, evidence_for
+from colbert_att_assistant.assistant.evidence import Evidence, EvidenceUnit, evidence_for
 from colbert_att_assistant.assistant.explanations import SourceExplanation, explain_hit
 from colbert_att_assistant.assistant.follow_up import standalone_question
 from colbert_att_assistant.assistant.grounding_note import grounding_note
+from colbert_att_assistant.assistant.line_judge import LineJudge
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.memory import SessionMemory
 from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
@@ -44,7 +45,7 @@ from colbert_att_assistant.retriever.scoring import ScoringMode
 logger = logging.getLogger(__name__)
 
 AbstainReason = Literal["invalid_message", "weak_retrieval", "weak_evidence", "no_sources", "model_declined",
-                        "unsupported_answer"]  # fmt: skip
+                        "unsupported_answer", "no_line_answers"]  # fmt: skip
 # How the text shown was made: by the model (checked sentence by sentence), quoted from the evidence, or neither.
 AnswerPath = Literal["generated", "extractive", "abstained", "invalid"]
 PUBLIC_ONLY = MetadataFilters(filters=[MetadataFilter(key="audience", value="public", operator=FilterOperator.EQ)])
@@ -80,6 +81,9 @@ class AssistantAnswer(BaseModel):
     audience: Audience
     top_score: float | None = None
     evidence_score: float | None = None
+    judge_log_odds: float | None = Field(
+        default=None, description="Judged style: the LLM's log-odds that the best-judged line answers the question."
+    )
     removed_citations: list[int] = Field(default_factory=list, description="Invented source numbers, removed.")
     attributed_citations: list[int] = Field(default_factory=list, description="Added where the model cited none.")
     number_mismatches: list[NumberMismatch] = Field(
@@ -123,9 +127,13 @@ def validate_message(message: Any, max_chars: int, brand: BrandProfile) -> str |
 
 def extractive_answer(evidence: Evidence, lead: str, units: int) -> str:
     """The best evidence units, quoted with their source numbers, in the order they stand in their passages."""
-    best = sorted(evidence.units, key=lambda unit: -unit.score)[:units]
+    return quoted_lines(sorted(evidence.units, key=lambda unit: -unit.score)[:units], lead)
+
+
+def quoted_lines(units: list[EvidenceUnit], lead: str) -> str:
+    """`units` quoted under `lead`, each with its source number, in the order they stand in their passages."""
     lines = []
-    for unit in sorted(best, key=lambda u: (u.source_number, u.position)):
+    for unit in sorted(units, key=lambda u: (u.source_number, u.position)):
         text = unit.text.rstrip()
         ending = text[-1] if text and text[-1] in ".!?" else "."
         lines.append(f"- {text.rstrip('.!?')} [{unit.source_number}]{ending}")
@@ -245,6 +253,11 @@ class Assistant:
         passages = [(s.number, s.node_id, s.text) for s in sources]
         return evidence_for(self.index, query, passages, max_units=self.settings.retrieval.evidence_units)
 
+    def candidate_lines(self, query: EncodedText, sources: list[Citation], count: int) -> list[EvidenceUnit]:
+        """The `count` lines of `sources` best aligned with the query, best first: what a line judge reads."""
+        passages = [(s.number, s.node_id, s.text) for s in sources]
+        return evidence_for(self.index, query, passages, max_units=count, ranked_only=True).units
+
     def handoff_text(self) -> str:
         return " ".join(part for part in (self.brand.strings.abstain, self.brand.handoff) if part)
 
@@ -296,10 +309,11 @@ class Assistant:
                 **turn, **extra,
             )  # fmt: skip
 
-        def quotation(**extra: Any) -> AssistantAnswer:
-            """The best evidence lines as the answer, cited (grounded by construction)."""
+        def quotation(units: list[EvidenceUnit] | None = None, **extra: Any) -> AssistantAnswer:
+            """The best evidence lines (or `units`) as the answer, cited (grounded by construction)."""
             assert evidence is not None
-            text = extractive_answer(evidence, self.brand.strings.extractive_lead, self.settings.retrieval.quoted_lines)
+            lead, count = self.brand.strings.extractive_lead, self.settings.retrieval.quoted_lines
+            text = quoted_lines(units, lead) if units is not None else extractive_answer(evidence, lead, count)
             by_number = {s.number: s for s in sources}
             cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
             return AssistantAnswer(
@@ -307,9 +321,9 @@ class Assistant:
                 **turn, **extra,
             )  # fmt: skip
 
-        def finish_without_model(reason: AbstainReason) -> AnswerStream:
+        def finish_without_model(reason: AbstainReason, **extra: Any) -> AnswerStream:
             total = (time.perf_counter() - started) * 1000
-            answer = record(abstention(reason, timings_ms={**timings, "first_token": total, "total": total}))
+            answer = record(abstention(reason, timings_ms={**timings, "first_token": total, "total": total}, **extra))
             return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
 
         if evidence is None or not evidence.units:
@@ -324,6 +338,23 @@ class Assistant:
                 return finish_without_model("weak_evidence")
             total = (time.perf_counter() - started) * 1000
             answer = record(quotation(timings_ms={**timings, "first_token": total, "total": total}))
+            return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
+        if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
+            # No text from the model: it judges each candidate line, and the quote is taken from its ranking.
+            retrieval = self.settings.retrieval
+            candidates = self.candidate_lines(query, sources, retrieval.judged_candidates)
+            judged = LineJudge(self.chat_model).rank(standalone, candidates)
+            timings["judge"] = (time.perf_counter() - evidence_at) * 1000
+            best_odds = max(line.log_odds for line in judged)
+            if best_odds < retrieval.min_judge_log_odds:
+                return finish_without_model("no_line_answers", judge_log_odds=best_odds)
+            total = (time.perf_counter() - started) * 1000
+            chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
+            answer = record(
+                quotation(
+                    chosen, judge_log_odds=best_odds, timings_ms={**timings, "first_token": total, "total": total}
+                )
+            )
             return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
 
         prompt_sources = [

@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.llms import LLM
@@ -35,6 +36,7 @@ from colbert_att_assistant.assistant.settings import LLMBackend, LLMSettings
 logger = logging.getLogger(__name__)
 
 CHATML_STOP = ["<|im_end|>", "<|im_start|>", "<|endoftext|>"]
+REMOTE_TOP_LOGPROBS = 20
 
 
 def messages_to_chatml(messages: Sequence[ChatMessage]) -> str:
@@ -461,3 +463,73 @@ class ChatModel:
 
     def complete(self, messages: Sequence[ChatMessage], cancel: Cancellation | None = None) -> str:
         return "".join(self.stream(messages, cancel=cancel))
+
+    def next_token_logprobs(self, messages: Sequence[ChatMessage], words: Sequence[str]) -> dict[str, float]:
+        """The log-probability that the reply to `messages` starts with each of `words` (its first token), read
+        from the model's next-token distribution; nothing is generated. A slot is held meanwhile.
+
+        The embedded model scores every word exactly and reuses the evaluated prefix shared with the previous
+        call. An OpenAI-compatible server is asked for its `top_logprobs` (20); a word outside them gets the
+        lowest of those, an upper bound. Ollama's API returns no log-probabilities: `LLMBackendError`."""
+        if not words:
+            return {}
+        self._slots.acquire(None)
+        try:
+            model = getattr(self.llm, "_model", None)
+            if model is not None and hasattr(model, "_ctx"):
+                return _embedded_logprobs(model, messages_to_chatml(messages), words)
+            if self.settings.backend is LLMBackend.OPENAI_LIKE:
+                return self._remote_logprobs(messages, words)
+            raise LLMBackendError(
+                f"The {self.settings.backend.value} backend returns no token log-probabilities, which the judged "
+                "answer style reads; use llama_cpp, llama_server or openai_like."
+            )
+        finally:
+            self._slots.release()
+
+    def _remote_logprobs(self, messages: Sequence[ChatMessage], words: Sequence[str]) -> dict[str, float]:
+        settings = self.settings
+        key = settings.api_key.get_secret_value() if settings.api_key else os.environ.get("OPENAI_API_KEY", "none")
+        client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.request_timeout_s)
+        try:
+            reply = client.chat.completions.create(
+                model=settings.model or "",
+                messages=[{"role": m.role.value, "content": m.content or ""} for m in messages],  # type: ignore[misc]
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=True,
+                top_logprobs=REMOTE_TOP_LOGPROBS,
+            )
+        except openai.OpenAIError as exc:
+            raise LLMBackendError(f"The model server at {settings.base_url} failed to score a reply: {exc}") from exc
+        finally:
+            client.close()
+        content = reply.choices[0].logprobs.content if reply.choices and reply.choices[0].logprobs else None
+        if not content:
+            raise LLMBackendError(
+                f"The model server at {settings.base_url} returned no log-probabilities; it must support the "
+                "`logprobs` and `top_logprobs` fields of the chat completions API."
+            )
+        top = {alternative.token.strip(): alternative.logprob for alternative in content[0].top_logprobs}
+        floor = min(top.values(), default=-100.0)
+        return {word: top.get(word, floor) for word in words}
+
+
+def _embedded_logprobs(model: Any, prompt: str, words: Sequence[str]) -> dict[str, float]:
+    """Evaluate `prompt` on a llama-cpp-python `Llama` (keeping the prefix its KV cache already holds) and return
+    the log-softmax of its last logits at the first token of each word."""
+    tokens = model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+    if len(tokens) >= model.n_ctx():
+        raise LLMBackendError(
+            f"A scoring prompt of {len(tokens)} tokens does not fit the {model.n_ctx()}-token context."
+        )
+    cached = list(model.input_ids[: model.n_tokens])
+    shared = 0
+    while shared < min(len(cached), len(tokens) - 1) and cached[shared] == tokens[shared]:
+        shared += 1
+    model.n_tokens = shared
+    model.eval(tokens[shared:])
+    logits = np.ctypeslib.as_array(model._ctx.get_logits(), shape=(model.n_vocab(),)).astype(np.float64)
+    log_softmax = logits - np.logaddexp.reduce(logits)
+    first = {word: model.tokenize(word.encode("utf-8"), add_bos=False, special=False)[0] for word in words}
+    return {word: float(log_softmax[token]) for word, token in first.items()}

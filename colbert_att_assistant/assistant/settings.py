@@ -43,6 +43,8 @@ class Audience(StrEnum):
 class AnswerStyle(StrEnum):
     GENERATED = "generated"  # the LLM writes the answer from the evidence; each sentence checked before it is shown
     QUOTED = "quoted"  # the best evidence lines themselves, cited; no LLM call (fast, grounded by construction)
+    # Quoted lines chosen and gated by the LLM's yes/no judgement of each candidate line; nothing is generated.
+    JUDGED = "judged"
 
 
 class LLMSettings(BaseModel):
@@ -143,6 +145,20 @@ class RetrievalSettings(BaseModel):
         le=8,
         description="Evidence lines (sentences, list items, table rows) a quoted answer shows: the best by the "
         "alignment score, printed in passage order.",
+    )
+
+    judged_candidates: int = Field(
+        default=4,
+        ge=1,
+        le=30,
+        description="Judged style: the best-aligned lines of the sources that the LLM judges, one prompt each.",
+    )
+    min_judge_log_odds: float = Field(
+        default=-0.2,
+        ge=-30.0,
+        le=30.0,
+        description="Judged style: below this log-odds of Yes against No for the best-judged line, the assistant "
+        "abstains.",
     )
 
 
