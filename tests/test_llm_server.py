@@ -185,3 +185,16 @@ def test_threads_sleep_unless_spinning_is_asked_for(tmp_path):
     assert server_environment(quiet)["OMP_WAIT_POLICY"] == "PASSIVE"
     spinning = LLMServerSettings(spin_wait=True)
     assert "--poll" not in server_command(tmp_path / "llama-server", tmp_path / "m.gguf", spinning, 8080)
+
+
+def test_the_server_judges_a_line_like_the_embedded_model(two_slot_server, chat_model):
+    from colbert_att_assistant.assistant.evidence import EvidenceUnit
+    from colbert_att_assistant.assistant.line_judge import LineJudge
+
+    remote = ChatModel.from_settings(two_slot_server.llm_settings(LLMSettings()))
+    line = EvidenceUnit(1, 0, "Delivery > Costs", "Express delivery costs €25 and arrives in 1-2 business days.", 0.6)
+    question = "How much does express delivery cost?"
+    # Same GGUF, same llama.cpp: the server's top log-probabilities give the embedded model's judgement.
+    assert LineJudge(remote).log_odds(question, line) == pytest.approx(
+        LineJudge(chat_model).log_odds(question, line), abs=0.25
+    )

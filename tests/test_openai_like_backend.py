@@ -92,3 +92,19 @@ def test_the_assistant_answers_through_an_openai_compatible_server(openai_server
 def test_openai_like_without_a_url_says_what_to_set():
     with pytest.raises(LLMBackendError, match="ASSISTANT_LLM__BASE_URL"):
         ChatModel.from_settings(LLMSettings(backend="openai_like"))
+
+
+
+def test_a_line_is_judged_through_the_server_as_by_the_embedded_model(openai_server, chat_model):
+    from colbert_att_assistant.assistant.evidence import EvidenceUnit
+    from colbert_att_assistant.assistant.line_judge import LineJudge
+
+    remote = ChatModel.from_settings(
+        LLMSettings(backend="openai_like", base_url=openai_server, model="qwen-local", api_key="test-key")
+    )
+    line = EvidenceUnit(1, 0, "Delivery > Costs", "Express delivery costs €25 and arrives in 1-2 business days.", 0.6)
+    question = "How much does express delivery cost?"
+    # The same GGUF on both sides: the server's top log-probabilities give the embedded model's judgement.
+    assert LineJudge(remote).log_odds(question, line) == pytest.approx(
+        LineJudge(chat_model).log_odds(question, line), abs=0.25
+    )

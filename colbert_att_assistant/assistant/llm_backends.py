@@ -490,7 +490,9 @@ class ChatModel:
     def _remote_logprobs(self, messages: Sequence[ChatMessage], words: Sequence[str]) -> dict[str, float]:
         settings = self.settings
         key = settings.api_key.get_secret_value() if settings.api_key else os.environ.get("OPENAI_API_KEY", "none")
-        client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.request_timeout_s)
+        client = openai.OpenAI(
+            base_url=settings.base_url, api_key=key, timeout=settings.request_timeout_s, max_retries=1
+        )
         try:
             reply = client.chat.completions.create(
                 model=settings.model or "",
@@ -510,7 +512,8 @@ class ChatModel:
                 f"The model server at {settings.base_url} returned no log-probabilities; it must support the "
                 "`logprobs` and `top_logprobs` fields of the chat completions API."
             )
-        top = {alternative.token.strip(): alternative.logprob for alternative in content[0].top_logprobs}
+        # Exact token strings: " Yes" is another token than "Yes", with its own (usually far lower) probability.
+        top = {alternative.token: alternative.logprob for alternative in content[0].top_logprobs}
         floor = min(top.values(), default=-100.0)
         return {word: top.get(word, floor) for word in words}
 
