@@ -94,7 +94,6 @@ def test_openai_like_without_a_url_says_what_to_set():
         ChatModel.from_settings(LLMSettings(backend="openai_like"))
 
 
-
 def test_a_line_is_judged_through_the_server_as_by_the_embedded_model(openai_server, chat_model):
     from colbert_att_assistant.assistant.evidence import EvidenceUnit
     from colbert_att_assistant.assistant.line_judge import LineJudge
