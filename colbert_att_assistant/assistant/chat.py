@@ -11,6 +11,9 @@ One turn, evidence first:
 6. if nothing of the draft survives, answer with the evidence itself, quoted and cited (an extractive answer is
    grounded by construction): always when the draft drifted from its sources, and only above a higher calibrated
    evidence threshold when the model replied that the sources do not say; otherwise abstain with the handoff.
+
+The quoted style (the default) stops after step 4 and quotes the best lines; the judged style asks the LLM, line by
+line, whether a candidate line answers (`line_judge.py`), quotes by its ranking and abstains when none does.
 """
 
 from __future__ import annotations

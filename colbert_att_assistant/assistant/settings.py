@@ -158,7 +158,8 @@ class RetrievalSettings(BaseModel):
         ge=-30.0,
         le=30.0,
         description="Judged style: below this log-odds of Yes against No for the best-judged line, the assistant "
-        "abstains.",
+        "abstains. Chosen for the bundled 1.5B on the calibration half (benchmarks/judged_answers.py); another "
+        "judge model needs its own.",
     )
 
 
