@@ -91,3 +91,32 @@ def test_the_judged_style_abstains_when_no_line_is_judged_to_answer(assistant_se
     assert answer.abstained and answer.abstain_reason == "no_line_answers"
     assert answer.judge_log_odds is not None and answer.judge_log_odds < 30.0
     assert answer.text == kb_assistant.handoff_text()
+
+
+def test_the_judged_style_over_http_keeps_the_chat_api(
+    assistant_settings, kb_assistant, chat_model, start_app, tmp_path
+):
+    import httpx
+
+    judged = Assistant(kb_assistant.index, chat_model, judged_settings(assistant_settings, min_judge_log_odds=-30.0))
+    base, _, server, thread = start_app(judged, tmp_path)
+    try:
+        reply = httpx.post(f"{base}/api/chat", json={"message": QUESTION, "mode": "customer"}, timeout=120)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert not body["abstained"] and "25" in body["answer"]
+        assert body["citations"] and body["session_id"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_judging_stops_when_the_client_has_gone(assistant_settings, kb_assistant, chat_model):
+    from colbert_att_assistant.assistant.llm_backends import Cancellation, GenerationCancelled, cancellation_scope
+
+    judged = Assistant(kb_assistant.index, chat_model, judged_settings(assistant_settings, min_judge_log_odds=-30.0))
+    gone = Cancellation()
+    gone.cancel("disconnected")
+    with cancellation_scope(gone), pytest.raises(GenerationCancelled):
+        judged.answer(QUESTION, session_id="gone")
+    assert judged.memory.history("gone") == []  # nothing recorded for a turn nobody received

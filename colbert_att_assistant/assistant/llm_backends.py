@@ -473,8 +473,12 @@ class ChatModel:
         lowest of those, an upper bound. Ollama's API returns no log-probabilities: `LLMBackendError`."""
         if not words:
             return {}
-        self._slots.acquire(None)
+        # A client that went away (or a deadline) stops the judging between prompts, as it stops a generation.
+        cancel = _current_cancellation.get()
+        self._slots.acquire(cancel)
         try:
+            if cancel is not None:
+                cancel.check()
             model = getattr(self.llm, "_model", None)
             if model is not None and hasattr(model, "_ctx"):
                 return _embedded_logprobs(model, messages_to_chatml(messages), words)
