@@ -1,6 +1,7 @@
 """Search-process memory of a loaded local index, old code path against new, and an estimate for 1M passages.
 
     python benchmarks/index_memory.py compare --old-code /tmp/old-index
+    python benchmarks/index_memory.py pool --old-code /tmp/old-index        # the same on the 100K pool
 
 `--old-code` is a checkout of the commit before document texts were read on demand (`git worktree add --detach
 /tmp/old-index <commit>`); each measurement runs in a fresh process with that checkout or this one first on
@@ -306,6 +307,65 @@ def _body(result: dict) -> list[str]:
             f" = **{at['total']} GiB**, besides the page cache of the memory-mapped codes"
         )
     return lines
+
+
+@app.command()
+def pool(
+    old_code: Annotated[Path, typer.Option(help="Checkout of the commit before document texts were read on demand.")],
+    index_dir: Annotated[Path, typer.Option()] = REPO / "indexes" / "pool",
+    queries: Annotated[int, typer.Option()] = 300,
+    repeats: Annotated[int, typer.Option(help="RSS runs per code, interleaved old, new, old, new, ...")] = 2,
+    record: Annotated[bool, typer.Option(help="Append to benchmarks/RESULTS.md")] = True,
+) -> None:
+    """Search-process RSS on the 100K pool (`benchmarks/large_pool.py build`), old code against new: the measured
+    counterpart of the 1M estimate. No tracemalloc run: at this size it would take longer than the rest."""
+    from colbert_att_assistant.evals.results_log import record_run, run_header
+
+    codes = {"old": old_code.resolve(), "new": REPO}
+    load = [Path("/proc/loadavg").read_text().split()[:3]]
+    runs: dict[str, list[dict]] = {"old": [], "new": []}
+    for _ in range(repeats):
+        for which, code in codes.items():
+            runs[which].append(_measure(code, index_dir, queries, trace=False))
+            print(which, json.dumps(runs[which][-1]), flush=True)
+        load.append(Path("/proc/loadavg").read_text().split()[:3])
+
+    def median_of(which: str, when: str, field: str) -> float:
+        return _median([r[when][field] for r in runs[which]])
+
+    rows = {}
+    for which in codes:
+        before = median_of(which, "before_load", "RssAnon")
+        rows[which] = {
+            "documents": runs[which][0]["documents"],
+            "anon_before_load_mib": before,
+            "anon_added_by_open_mib": round(median_of(which, "after_open", "RssAnon") - before, 1),
+            "anon_added_after_queries_mib": round(median_of(which, "after_queries", "RssAnon") - before, 1),
+            "rss_after_queries_mib": median_of(which, "after_queries", "VmRSS"),
+            "mapped_file_after_queries_mib": median_of(which, "after_queries", "RssFile"),
+            "load_seconds": _median([r["load_seconds"] for r in runs[which]]),
+            "p50_ms": _median([r["search_p50_ms"] for r in runs[which]]),
+        }
+    result = {**run_header(), "loadavg": load, "summary": rows, "runs": runs}
+    print(json.dumps(rows, indent=2))
+    body = [
+        f"- load average (1, 5, 15 min) at start and after each round: {'; '.join(map(' '.join, load))}",
+        f"- index {index_dir}; every run a fresh process that encodes the {queries} SciFact test queries, loads the"
+        " index (checksums verified), then searches them one at a time on one thread (top 10, every hit's text and"
+        " metadata read); median of the runs, old and new code interleaved",
+        "",
+        "| code | passages | RssAnon before load MiB | + by open | + after queries | VmRSS after queries | of it mapped"
+        " files | load s | p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for which, r in rows.items():
+        body.append(
+            f"| {which} | {r['documents']} | {r['anon_before_load_mib']} | {r['anon_added_by_open_mib']} |"
+            f" {r['anon_added_after_queries_mib']} | {r['rss_after_queries_mib']} |"
+            f" {r['mapped_file_after_queries_mib']} | {r['load_seconds']} | {r['p50_ms']} |"
+        )
+    if record:
+        record_run("index-memory-pool", "search memory on the 100K pool: old vs new code", result, body)
 
 
 if __name__ == "__main__":
