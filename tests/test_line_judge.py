@@ -10,7 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from colbert_att_assistant.assistant import Assistant
 from colbert_att_assistant.assistant.errors import LLMBackendError
-from colbert_att_assistant.assistant.evidence import EvidenceUnit
+from colbert_att_assistant.assistant.evidence import EvidenceUnit, evidence_for
 from colbert_att_assistant.assistant.line_judge import LineJudge, rank_lines
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.settings import LLMSettings
@@ -120,3 +120,18 @@ def test_judging_stops_when_the_client_has_gone(assistant_settings, kb_assistant
     with cancellation_scope(gone), pytest.raises(GenerationCancelled):
         judged.answer(QUESTION, session_id="gone")
     assert judged.memory.history("gone") == []  # nothing recorded for a turn nobody received
+
+
+def test_lead_ins_are_not_judged_but_the_lines_after_them_are(kb_assistant):
+    index = kb_assistant.index
+    question = "My silver bracelet has darkened over months in a drawer, how do I clean it?"
+    query = index.encoder.encode_query(question)
+    sources = kb_assistant.retrieve(query, "customer")
+    everything = kb_assistant.evidence(query, sources)
+    assert any(unit.text.endswith(":") for unit in everything.units)  # the alignment itself ranks the lead-in high
+    ranked = evidence_for(index, query, [(s.number, s.node_id, s.text) for s in sources], 4, ranked_only=True).units
+    assert any(unit.text.endswith(":") for unit in ranked)  # among the four best-aligned lines, too
+    candidates = kb_assistant.candidate_lines(query, sources, 4)
+    assert len(candidates) == 4 and not any(unit.text.rstrip().endswith(":") for unit in candidates)
+    scores = [unit.score for unit in candidates]
+    assert scores == sorted(scores, reverse=True)

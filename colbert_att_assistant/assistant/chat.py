@@ -257,9 +257,13 @@ class Assistant:
         return evidence_for(self.index, query, passages, max_units=self.settings.retrieval.evidence_units)
 
     def candidate_lines(self, query: EncodedText, sources: list[Citation], count: int) -> list[EvidenceUnit]:
-        """The `count` lines of `sources` best aligned with the query, best first: what a line judge reads."""
+        """The `count` lines of `sources` best aligned with the query, best first: what a line judge reads.
+
+        Lead-ins ("For a piece that has darkened in a drawer:") are left out: quoted alone they say nothing, and the
+        lines after them, which hold the answer, are candidates of their own."""
         passages = [(s.number, s.node_id, s.text) for s in sources]
-        return evidence_for(self.index, query, passages, max_units=count, ranked_only=True).units
+        ranked = evidence_for(self.index, query, passages, max_units=1000, ranked_only=True).units
+        return [unit for unit in ranked if not unit.text.rstrip().endswith(":")][:count]
 
     def handoff_text(self) -> str:
         return " ".join(part for part in (self.brand.strings.abstain, self.brand.handoff) if part)
