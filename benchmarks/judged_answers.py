@@ -23,22 +23,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.answer_diagnosis import diagnose
-from benchmarks.assistant_eval import ask, document_of, load_qrels, percentiles
-from benchmarks.quoted_answers import INVENTION_COST, breakdown_by_kind, outcome_if
+from benchmarks.assistant_eval import document_of, load_qrels, percentiles
+from benchmarks.quoted_answers import INVENTION_COST, ask_all, breakdown_by_kind, outcome_if
 from colbert_att_assistant.assistant.chat import Assistant
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.settings import AssistantSettings
 from colbert_att_assistant.evals.labelled_questions import load_questions
 from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
-from colbert_att_assistant.retriever.progress import run_progress
 
-console = Console(stderr=True)
 GRID = tuple(round(-1.0 + 0.1 * step, 1) for step in range(16))  # -1.0 … 0.5
 LOG_ODDS_FLOOR = -30.0
 
@@ -66,14 +62,8 @@ def main(
     assistant = Assistant(index, chat_model, settings, brand=settings.brand())
     load_start = os.getloadavg()
     started = time.perf_counter()
-    rows, log_odds = [], []
-    with run_progress(console) as progress:
-        task = progress.add_task(f"Judging, {model}, {candidates} lines", total=len(questions))
-        for question in questions:
-            answer, streamed = ask(assistant, question)
-            rows.append(diagnose(question, answer, streamed, qrels.get(question.id, set())))
-            log_odds.append(answer.judge_log_odds)
-            progress.advance(task)
+    rows, answers = ask_all(assistant, questions, qrels, f"Judging, {model}, {candidates} lines")
+    log_odds = [answer.judge_log_odds for answer in answers]
     elapsed = time.perf_counter() - started
     load_end = os.getloadavg()
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.answer_diagnosis import diagnose
 from benchmarks.assistant_eval import ask, document_of, load_qrels, percentiles
-from colbert_att_assistant.assistant.chat import Assistant
+from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
 from colbert_att_assistant.assistant.settings import AssistantSettings
 from colbert_att_assistant.evals.answer_scoring import score_answer
 from colbert_att_assistant.evals.labelled_questions import load_questions
@@ -100,15 +100,21 @@ def quote_questions(assistant: Assistant, questions, lines: int, qrels) -> tuple
     """Every question asked as a client would, every answer past the retrieval gates quoted with `lines` lines."""
     retrieval = assistant.settings.retrieval.model_copy(update={"quoted_lines": lines})
     assistant.settings = assistant.settings.model_copy(update={"retrieval": retrieval})
-    rows, scores = [], []
+    rows, answers = ask_all(assistant, questions, qrels, f"Quoting, {lines} lines")
+    return rows, [(answer.evidence_score, answer.top_score) for answer in answers]
+
+
+def ask_all(assistant: Assistant, questions, qrels, description: str) -> tuple[list[dict], list[AssistantAnswer]]:
+    """Every question asked as a client would, with a progress bar: its diagnosis row and its answer."""
+    rows, answers = [], []
     with run_progress(console) as progress:
-        task = progress.add_task(f"Quoting, {lines} lines", total=len(questions))
+        task = progress.add_task(description, total=len(questions))
         for question in questions:
             answer, streamed = ask(assistant, question)
             rows.append(diagnose(question, answer, streamed, qrels.get(question.id, set())))
-            scores.append((answer.evidence_score, answer.top_score))
+            answers.append(answer)
             progress.advance(task)
-    return rows, scores
+    return rows, answers
 
 
 def main(

@@ -328,10 +328,14 @@ class Assistant:
                 **turn, **extra,
             )  # fmt: skip
 
-        def finish_without_model(reason: AbstainReason, **extra: Any) -> AnswerStream:
+        def finish_without_generation(make: Any, *args: Any, **extra: Any) -> AnswerStream:
+            """An answer made at once (`abstention` or `quotation`): its first token is the whole of it."""
             total = (time.perf_counter() - started) * 1000
-            answer = record(abstention(reason, timings_ms={**timings, "first_token": total, "total": total}, **extra))
+            answer = record(make(*args, timings_ms={**timings, "first_token": total, "total": total}, **extra))
             return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
+
+        def finish_without_model(reason: AbstainReason, **extra: Any) -> AnswerStream:
+            return finish_without_generation(abstention, reason, **extra)
 
         if evidence is None or not evidence.units:
             return finish_without_model("no_sources")
@@ -343,9 +347,7 @@ class Assistant:
             # No model: the best lines are the answer when the evidence is strong enough to stand on its own.
             if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:
                 return finish_without_model("weak_evidence")
-            total = (time.perf_counter() - started) * 1000
-            answer = record(quotation(timings_ms={**timings, "first_token": total, "total": total}))
-            return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
+            return finish_without_generation(quotation)
         if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
             # No text from the model: it judges each candidate line, and the quote is taken from its ranking.
             retrieval = self.settings.retrieval
@@ -355,14 +357,8 @@ class Assistant:
             best_odds = max(line.log_odds for line in judged)
             if best_odds < retrieval.min_judge_log_odds:
                 return finish_without_model("no_line_answers", judge_log_odds=best_odds)
-            total = (time.perf_counter() - started) * 1000
             chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
-            answer = record(
-                quotation(
-                    chosen, judge_log_odds=best_odds, timings_ms={**timings, "first_token": total, "total": total}
-                )
-            )
-            return AnswerStream(sources, standalone, iter([answer.text]), lambda _: answer)
+            return finish_without_generation(quotation, chosen, judge_log_odds=best_odds)
 
         prompt_sources = [
             PromptSource(number, units[0].heading, tuple(unit.text for unit in units))

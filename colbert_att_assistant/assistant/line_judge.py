@@ -5,8 +5,9 @@ reach the client; it only orders and gates the lines that are quoted.
 The token alignment (`evidence.py`) finds the lines that share the question's words; it cannot tell the line that
 answers ("Express delivery costs €25") from one that only names the same things ("Express delivery is offered in
 the EU"). A model that reads the question and the line together can, when it is large enough: on the calibration
-half the 1.5B's best log-odds separated answerable from unanswerable questions at AUC 0.77 (the alignment's
-evidence score: 0.59), while the 0.5B's ordering was worse than the alignment's (benchmarks/RESULTS.md).
+half the 1.5B's best log-odds over 8 or 10 judged lines separated answerable from unanswerable questions at AUC
+0.77 or 0.69 (the alignment's evidence score: 0.59), while the 0.5B's ordering was worse than the alignment's
+(benchmarks/RESULTS.md).
 
 Lines are ordered by the sum of the two signals, each standardised over the question's candidate lines, so that
 the judge breaks the alignment's near-ties without throwing away what the alignment knows.

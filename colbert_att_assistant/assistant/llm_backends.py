@@ -75,6 +75,11 @@ def _llama_cpp(settings: LLMSettings) -> LLM:
     )
 
 
+def _api_key(settings: LLMSettings) -> str:
+    # Local servers (llama.cpp, vLLM) accept any key, but the OpenAI client refuses to start without one.
+    return settings.api_key.get_secret_value() if settings.api_key else os.environ.get("OPENAI_API_KEY", "not-needed")
+
+
 def _openai_like(settings: LLMSettings, http_client: httpx.Client | None = None) -> LLM:
     from llama_index.llms.openai_like import OpenAILike
 
@@ -83,11 +88,10 @@ def _openai_like(settings: LLMSettings, http_client: httpx.Client | None = None)
             "The openai_like backend needs llm.base_url (e.g. http://localhost:8000/v1) and llm.model; set "
             "ASSISTANT_LLM__BASE_URL and ASSISTANT_LLM__MODEL or put them in the config file."
         )
-    key = settings.api_key.get_secret_value() if settings.api_key else os.environ.get("OPENAI_API_KEY", "not-needed")
     return OpenAILike(
         model=settings.model,
         api_base=settings.base_url,
-        api_key=key,
+        api_key=_api_key(settings),
         is_chat_model=True,
         context_window=settings.context_window,
         max_tokens=settings.max_new_tokens,
@@ -493,9 +497,8 @@ class ChatModel:
 
     def _remote_logprobs(self, messages: Sequence[ChatMessage], words: Sequence[str]) -> dict[str, float]:
         settings = self.settings
-        key = settings.api_key.get_secret_value() if settings.api_key else os.environ.get("OPENAI_API_KEY", "none")
         client = openai.OpenAI(
-            base_url=settings.base_url, api_key=key, timeout=settings.request_timeout_s, max_retries=1
+            base_url=settings.base_url, api_key=_api_key(settings), timeout=settings.request_timeout_s, max_retries=1
         )
         try:
             reply = client.chat.completions.create(
