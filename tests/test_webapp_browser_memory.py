@@ -84,5 +84,7 @@ def test_undo_retry_and_feedback_in_the_browser(browser, app_server):
     ask(page, "How should I store my pearls?")
     page.get_by_role("button", name="New conversation").click()
     wait_for(lambda: services.sessions.audience_of(session_id) is None, page)
+    # The page clears its messages once the server has answered the reset, which may come after the server's side.
+    page.locator(".msg").first.wait_for(state="detached", timeout=30_000)
     assert page.locator(".msg").count() == 0
     page.close()
