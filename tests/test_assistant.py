@@ -180,3 +180,19 @@ def test_the_quoted_style_answers_with_cited_lines_without_the_model(assistant_s
     declined = Assistant(kb_assistant.index, model, strict).answer("How much does express delivery cost?")
     assert declined.abstained and declined.abstain_reason == "weak_evidence"
     assert model.prompts == []
+
+
+def test_each_question_of_a_two_part_message_gets_its_own_line_and_source(assistant_settings, kb_assistant, chat_model):
+    quoted = assistant_settings.model_copy(
+        update={"retrieval": assistant_settings.retrieval.model_copy(update={"answer_style": "quoted"})}
+    )
+    assistant = Assistant(kb_assistant.index, RecordingChatModel(chat_model), quoted)
+    answer = assistant.answer("What is the warranty on a watch? And can I return an engraved ring?")
+    assert not answer.abstained
+    # The second question's source is found by searching it alone (the whole message ranks watch pages first)...
+    whole = kb_assistant.retrieve(kb_assistant.index.encoder.encode_query(answer.question), "customer")
+    assert len(answer.sources) > len(whole)
+    # ...and its best line is quoted beside the first question's.
+    assert "warranty" in answer.text and "engraved cannot be returned" in answer.text
+    assert answer.text.count("\n- ") <= max(quoted.retrieval.quoted_lines, 2)
+    assert "faq-size-guide-shoes-rings" in {c.document_id for c in answer.citations}

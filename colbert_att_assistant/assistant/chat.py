@@ -3,7 +3,9 @@
 One turn, evidence first:
 1. check the message;
 2. join a follow-up with the client's previous message, or a question with the statement before it (`follow_up.py`);
-3. retrieve (customer mode sees only `audience: public` chunks, enforced by the retriever's metadata filter);
+   split a message that asks several things into its questions (`question_parts.py`);
+3. retrieve (customer mode sees only `audience: public` chunks, enforced by the retriever's metadata filter), and
+   add each question's best passage when the whole message missed it;
 4. pick the few sentences, list items and table rows of those passages that the ColBERT-Att token alignment finds
    for the question (`evidence.py`); abstain when retrieval or evidence is below its calibrated threshold;
 5. prompt with that evidence only (`prompts.py`) and stream the draft through `answer_check.py`: a sentence is
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
@@ -35,10 +37,11 @@ from colbert_att_assistant.assistant.evidence import Evidence, EvidenceUnit, evi
 from colbert_att_assistant.assistant.explanations import SourceExplanation, explain_hit
 from colbert_att_assistant.assistant.follow_up import standalone_question
 from colbert_att_assistant.assistant.grounding_note import grounding_note
-from colbert_att_assistant.assistant.line_judge import LineJudge
+from colbert_att_assistant.assistant.line_judge import JudgedLine, LineJudge
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.memory import SessionMemory
 from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
+from colbert_att_assistant.assistant.question_parts import question_parts
 from colbert_att_assistant.assistant.settings import AnswerStyle, AssistantSettings, Audience
 from colbert_att_assistant.grounding import GroundingJudge
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, EncodedText
@@ -143,6 +146,18 @@ def quoted_lines(units: list[EvidenceUnit], lead: str) -> str:
     return "\n".join([lead, *lines])
 
 
+def judged_quote(judged: list[list[JudgedLine]], count: int) -> list[EvidenceUnit]:
+    """The best-judged line of every part of the message, then the parts' next lines by their ranking, `count`
+    lines in all (or one per part, when there are more). What is quoted does not depend on the abstention gate."""
+    chosen = {(lines[0].unit.source_number, lines[0].unit.position): lines[0].unit for lines in judged if lines}
+    rest = sorted((line for lines in judged for line in lines[1:]), key=lambda line: -line.rank_score)
+    for line in rest:
+        if len(chosen) >= max(count, len(judged)):
+            break
+        chosen.setdefault((line.unit.source_number, line.unit.position), line.unit)
+    return list(chosen.values())
+
+
 class AnswerStream:
     """Iterate for text deltas. `sources` is known before the first token; `answer` once iteration ends."""
 
@@ -233,22 +248,31 @@ class Assistant:
 
     # ---- the steps of one turn ----------------------------------------------------------------------------
 
-    def retrieve(self, query: EncodedText, audience: Audience, scoring: ScoringMode | None = None) -> list[Citation]:
+    def retrieve(
+        self,
+        query: EncodedText,
+        audience: Audience,
+        scoring: ScoringMode | None = None,
+        part_queries: Sequence[EncodedText] = (),
+    ) -> list[Citation]:
         """The top passages, numbered from 1; customer mode sees only public ones (a metadata filter of the index,
         not a rule in the prompt). Staff mode also says why each was found (`Citation.explanation`): that costs a
-        stored-document read and a tokenisation per passage, which customers' turns do not pay."""
+        stored-document read and a tokenisation per passage, which customers' turns do not pay.
+
+        `part_queries`, the questions of a message that asks several things: each one's best passage is added
+        when the whole message did not find it, so that a second question about another topic has its source."""
         scoring = scoring or self.settings.retrieval.scoring
         staff = audience is Audience.STAFF
-        hits = self.index.search(
-            query,
-            top_k=self.settings.retrieval.top_k,
-            mode=scoring,
-            filters=PUBLIC_ONLY if audience is Audience.CUSTOMER else None,
-            explain=staff,
-        )
+        search = dict(mode=scoring, filters=PUBLIC_ONLY if audience is Audience.CUSTOMER else None, explain=staff)
+        hits = self.index.search(query, top_k=self.settings.retrieval.top_k, **search)
+        found = [(query, hit) for hit in hits]
+        for part in part_queries:
+            best = self.index.search(part, top_k=1, **search)
+            if best and best[0].id not in {hit.id for _, hit in found}:
+                found.append((part, best[0]))
         return [
-            _citation(number, hit, explain_hit(hit, self.index, query, scoring) if staff else None)
-            for number, hit in enumerate(hits, start=1)
+            _citation(number, hit, explain_hit(hit, self.index, asked, scoring) if staff else None)
+            for number, (asked, hit) in enumerate(found, start=1)
         ]
 
     def evidence(self, query: EncodedText, sources: list[Citation]) -> Evidence:
@@ -264,6 +288,38 @@ class Assistant:
         passages = [(s.number, s.node_id, s.text) for s in sources]
         ranked = evidence_for(self.index, query, passages, max_units=1000, ranked_only=True).units
         return [unit for unit in ranked if not unit.text.rstrip().endswith(":")][:count]
+
+    def quoted_for_parts(
+        self, part_queries: Sequence[EncodedText], sources: list[Citation], evidence: Evidence
+    ) -> list[EvidenceUnit]:
+        """The lines quoted for a message that asks several things: the best-aligned line of each part, then the
+        message's best evidence lines, `quoted_lines` in all (or one per part, when there are more)."""
+        chosen: dict[tuple[int, int], EvidenceUnit] = {}
+        for part in part_queries:
+            for unit in self.candidate_lines(part, sources, 1):
+                chosen.setdefault((unit.source_number, unit.position), unit)
+        wanted = max(self.settings.retrieval.quoted_lines, len(part_queries))
+        for unit in sorted(evidence.units, key=lambda u: -u.score):
+            if len(chosen) >= wanted:
+                break
+            chosen.setdefault((unit.source_number, unit.position), unit)
+        return list(chosen.values())
+
+    def judged_lines(
+        self, query: EncodedText, parts: list[str], part_queries: Sequence[EncodedText], sources: list[Citation]
+    ) -> list[list[JudgedLine]]:
+        """For each part of the message, its best-aligned candidate lines judged against that part, best first.
+        The judged lines are shared out between the parts (at least two each), so a two-part message costs what a
+        one-part message does."""
+        count = self.settings.retrieval.judged_candidates
+        judge = LineJudge(self.chat_model)
+        if not part_queries:
+            return [judge.rank(parts[0], self.candidate_lines(query, sources, count))]
+        per_part = max(2, count // len(parts))
+        return [
+            judge.rank(part, self.candidate_lines(part_query, sources, per_part))
+            for part, part_query in zip(parts, part_queries, strict=True)
+        ]
 
     def handoff_text(self) -> str:
         return " ".join(part for part in (self.brand.strings.abstain, self.brand.handoff) if part)
@@ -291,9 +347,12 @@ class Assistant:
         question = message.strip()
         history = self.memory.history(session_id)
         standalone = standalone_question(question, history)
+        # A follow-up joined with the turn before is one intent; only the client's own message is split.
+        parts = question_parts(question) if standalone == question else [standalone]
         # One encoding of the question serves retrieval and the evidence alignment.
         query = self.index.encoder.encode_query(standalone)
-        sources = self.retrieve(query, audience, ScoringMode(scoring) if scoring else None)
+        part_queries = self.index.encoder.encode_queries(parts) if len(parts) > 1 else []
+        sources = self.retrieve(query, audience, ScoringMode(scoring) if scoring else None, part_queries)
         retrieved_at = time.perf_counter()
         top_score = sources[0].score if sources else None
         evidence = self.evidence(query, sources) if sources else None
@@ -313,7 +372,7 @@ class Assistant:
         def abstention(reason: AbstainReason, **extra: Any) -> AssistantAnswer:
             return AssistantAnswer(
                 text=self.handoff_text(), abstained=True, abstain_reason=reason, answer_path="abstained",
-                **turn, **extra,
+                **{**turn, **extra},
             )  # fmt: skip
 
         def quotation(units: list[EvidenceUnit] | None = None, **extra: Any) -> AssistantAnswer:
@@ -325,7 +384,7 @@ class Assistant:
             cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
             return AssistantAnswer(
                 text=text, abstained=False, answer_path="extractive", citations=[by_number[n] for n in cited],
-                **turn, **extra,
+                **{**turn, **extra},
             )  # fmt: skip
 
         def finish_without_generation(make: Any, *args: Any, **extra: Any) -> AnswerStream:
@@ -347,17 +406,18 @@ class Assistant:
             # No model: the best lines are the answer when the evidence is strong enough to stand on its own.
             if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:
                 return finish_without_model("weak_evidence")
+            if part_queries:
+                return finish_without_generation(quotation, self.quoted_for_parts(part_queries, sources, evidence))
             return finish_without_generation(quotation)
         if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
             # No text from the model: it judges each candidate line, and the quote is taken from its ranking.
             retrieval = self.settings.retrieval
-            candidates = self.candidate_lines(query, sources, retrieval.judged_candidates)
-            judged = LineJudge(self.chat_model).rank(standalone, candidates)
+            judged = self.judged_lines(query, parts, part_queries, sources)
             timings["judge"] = (time.perf_counter() - evidence_at) * 1000
-            best_odds = max(line.log_odds for line in judged)
+            best_odds = max((line.log_odds for lines in judged for line in lines), default=float("-inf"))
             if best_odds < retrieval.min_judge_log_odds:
                 return finish_without_model("no_line_answers", judge_log_odds=best_odds)
-            chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
+            chosen = judged_quote(judged, retrieval.quoted_lines)
             return finish_without_generation(quotation, chosen, judge_log_odds=best_odds)
 
         prompt_sources = [
