@@ -33,11 +33,11 @@ from colbert_att_assistant.assistant.abstention import AbstentionCalibration
 from colbert_att_assistant.assistant.answer_check import DraftChecker
 from colbert_att_assistant.assistant.brand import BrandProfile
 from colbert_att_assistant.assistant.citations import NumberMismatch
-from colbert_att_assistant.assistant.evidence import Evidence, EvidenceUnit, evidence_for
+from colbert_att_assistant.assistant.evidence import Evidence, EvidenceUnit, evidence_for, with_context
 from colbert_att_assistant.assistant.explanations import SourceExplanation, explain_hit
 from colbert_att_assistant.assistant.follow_up import standalone_question
 from colbert_att_assistant.assistant.grounding_note import grounding_note
-from colbert_att_assistant.assistant.line_judge import JudgedLine, LineJudge
+from colbert_att_assistant.assistant.line_judge import LineJudge
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.memory import SessionMemory
 from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
@@ -131,31 +131,27 @@ def validate_message(message: Any, max_chars: int, brand: BrandProfile) -> str |
     return None
 
 
-def extractive_answer(evidence: Evidence, lead: str, units: int) -> str:
-    """The best evidence units, quoted with their source numbers, in the order they stand in their passages."""
-    return quoted_lines(sorted(evidence.units, key=lambda unit: -unit.score)[:units], lead)
+def _closed(text: str) -> str:
+    text = text.rstrip()
+    return text if not text or text[-1] in ".!?:;" else text + "."
 
 
 def quoted_lines(units: list[EvidenceUnit], lead: str) -> str:
-    """`units` quoted under `lead`, each with its source number, in the order they stand in their passages."""
-    lines = []
+    """`units` quoted under `lead` in the order they stand in their passages; units that follow each other in a
+    passage form one excerpt, cited once with its source number."""
+    runs: list[list[EvidenceUnit]] = []
     for unit in sorted(units, key=lambda u: (u.source_number, u.position)):
-        text = unit.text.rstrip()
+        previous = runs[-1][-1] if runs else None
+        if previous and (previous.source_number, previous.position + 1) == (unit.source_number, unit.position):
+            runs[-1].append(unit)
+        else:
+            runs.append([unit])
+    lines = []
+    for run in runs:
+        text = " ".join([*(_closed(unit.text) for unit in run[:-1]), run[-1].text.rstrip()])
         ending = text[-1] if text and text[-1] in ".!?" else "."
-        lines.append(f"- {text.rstrip('.!?')} [{unit.source_number}]{ending}")
+        lines.append(f"- {text.rstrip('.!?')} [{run[0].source_number}]{ending}")
     return "\n".join([lead, *lines])
-
-
-def judged_quote(judged: list[list[JudgedLine]], count: int) -> list[EvidenceUnit]:
-    """The best-judged line of every part of the message, then the parts' next lines by their ranking, `count`
-    lines in all (or one per part, when there are more). What is quoted does not depend on the abstention gate."""
-    chosen = {(lines[0].unit.source_number, lines[0].unit.position): lines[0].unit for lines in judged if lines}
-    rest = sorted((line for lines in judged for line in lines[1:]), key=lambda line: -line.rank_score)
-    for line in rest:
-        if len(chosen) >= max(count, len(judged)):
-            break
-        chosen.setdefault((line.unit.source_number, line.unit.position), line.unit)
-    return list(chosen.values())
 
 
 class AnswerStream:
@@ -248,31 +244,43 @@ class Assistant:
 
     # ---- the steps of one turn ----------------------------------------------------------------------------
 
-    def retrieve(
-        self,
-        query: EncodedText,
-        audience: Audience,
-        scoring: ScoringMode | None = None,
-        part_queries: Sequence[EncodedText] = (),
-    ) -> list[Citation]:
+    def retrieve(self, query: EncodedText, audience: Audience, scoring: ScoringMode | None = None) -> list[Citation]:
         """The top passages, numbered from 1; customer mode sees only public ones (a metadata filter of the index,
         not a rule in the prompt). Staff mode also says why each was found (`Citation.explanation`): that costs a
-        stored-document read and a tokenisation per passage, which customers' turns do not pay.
+        stored-document read and a tokenisation per passage, which customers' turns do not pay."""
+        return self._citations(query, audience, scoring, self.settings.retrieval.top_k, first_number=1)
 
-        `part_queries`, the questions of a message that asks several things: each one's best passage is added
-        when the whole message did not find it, so that a second question about another topic has its source."""
+    def part_sources(
+        self,
+        part_queries: Sequence[EncodedText],
+        audience: Audience,
+        scoring: ScoringMode | None,
+        found: list[Citation],
+    ) -> list[Citation]:
+        """For a message that asks several things, each question's best passage that the whole message did not
+        find, numbered after `found`: a second question about another topic gets its source."""
+        extra: list[Citation] = []
+        for part in part_queries:
+            for hit in self._citations(part, audience, scoring, 1, first_number=len(found) + len(extra) + 1):
+                if hit.node_id not in {c.node_id for c in [*found, *extra]}:
+                    extra.append(hit)
+        return extra
+
+    def _citations(
+        self, query: EncodedText, audience: Audience, scoring: ScoringMode | None, top_k: int, first_number: int
+    ) -> list[Citation]:
         scoring = scoring or self.settings.retrieval.scoring
         staff = audience is Audience.STAFF
-        search = dict(mode=scoring, filters=PUBLIC_ONLY if audience is Audience.CUSTOMER else None, explain=staff)
-        hits = self.index.search(query, top_k=self.settings.retrieval.top_k, **search)
-        found = [(query, hit) for hit in hits]
-        for part in part_queries:
-            best = self.index.search(part, top_k=1, **search)
-            if best and best[0].id not in {hit.id for _, hit in found}:
-                found.append((part, best[0]))
+        hits = self.index.search(
+            query,
+            top_k=top_k,
+            mode=scoring,
+            filters=PUBLIC_ONLY if audience is Audience.CUSTOMER else None,
+            explain=staff,
+        )
         return [
-            _citation(number, hit, explain_hit(hit, self.index, asked, scoring) if staff else None)
-            for number, (asked, hit) in enumerate(found, start=1)
+            _citation(number, hit, explain_hit(hit, self.index, query, scoring) if staff else None)
+            for number, hit in enumerate(hits, start=first_number)
         ]
 
     def evidence(self, query: EncodedText, sources: list[Citation]) -> Evidence:
@@ -289,37 +297,16 @@ class Assistant:
         ranked = evidence_for(self.index, query, passages, max_units=1000, ranked_only=True).units
         return [unit for unit in ranked if not unit.text.rstrip().endswith(":")][:count]
 
-    def quoted_for_parts(
-        self, part_queries: Sequence[EncodedText], sources: list[Citation], evidence: Evidence
+    def with_part_lines(
+        self, chosen: list[EvidenceUnit], part_queries: Sequence[EncodedText], sources: list[Citation]
     ) -> list[EvidenceUnit]:
-        """The lines quoted for a message that asks several things: the best-aligned line of each part, then the
-        message's best evidence lines, `quoted_lines` in all (or one per part, when there are more)."""
-        chosen: dict[tuple[int, int], EvidenceUnit] = {}
+        """The lines chosen for the whole message, plus the best-aligned line of each of its questions where that
+        line is not among them: a message that asks two things gets a line for each, and loses none it had."""
+        lines = {(unit.source_number, unit.position): unit for unit in chosen}
         for part in part_queries:
             for unit in self.candidate_lines(part, sources, 1):
-                chosen.setdefault((unit.source_number, unit.position), unit)
-        wanted = max(self.settings.retrieval.quoted_lines, len(part_queries))
-        for unit in sorted(evidence.units, key=lambda u: -u.score):
-            if len(chosen) >= wanted:
-                break
-            chosen.setdefault((unit.source_number, unit.position), unit)
-        return list(chosen.values())
-
-    def judged_lines(
-        self, query: EncodedText, parts: list[str], part_queries: Sequence[EncodedText], sources: list[Citation]
-    ) -> list[list[JudgedLine]]:
-        """For each part of the message, its best-aligned candidate lines judged against that part, best first.
-        The judged lines are shared out between the parts (at least two each), so a two-part message costs what a
-        one-part message does."""
-        count = self.settings.retrieval.judged_candidates
-        judge = LineJudge(self.chat_model)
-        if not part_queries:
-            return [judge.rank(parts[0], self.candidate_lines(query, sources, count))]
-        per_part = max(2, count // len(parts))
-        return [
-            judge.rank(part, self.candidate_lines(part_query, sources, per_part))
-            for part, part_query in zip(parts, part_queries, strict=True)
-        ]
+                lines.setdefault((unit.source_number, unit.position), unit)
+        return list(lines.values())
 
     def handoff_text(self) -> str:
         return " ".join(part for part in (self.brand.strings.abstain, self.brand.handoff) if part)
@@ -352,10 +339,13 @@ class Assistant:
         # One encoding of the question serves retrieval and the evidence alignment.
         query = self.index.encoder.encode_query(standalone)
         part_queries = self.index.encoder.encode_queries(parts) if len(parts) > 1 else []
-        sources = self.retrieve(query, audience, ScoringMode(scoring) if scoring else None, part_queries)
+        chosen_scoring = ScoringMode(scoring) if scoring else None
+        found = self.retrieve(query, audience, chosen_scoring)
+        sources = [*found, *self.part_sources(part_queries, audience, chosen_scoring, found)]
         retrieved_at = time.perf_counter()
         top_score = sources[0].score if sources else None
-        evidence = self.evidence(query, sources) if sources else None
+        # The whole message's evidence is read from its own passages; a part's added passage serves that part.
+        evidence = self.evidence(query, found) if found else None
         evidence_at = time.perf_counter()
         timings = {"retrieval": (retrieved_at - started) * 1000, "evidence": (evidence_at - retrieved_at) * 1000}
         evidence_lines = [f"[{u.source_number}] {u.text}" for u in evidence.units] if evidence else []
@@ -378,8 +368,11 @@ class Assistant:
         def quotation(units: list[EvidenceUnit] | None = None, **extra: Any) -> AssistantAnswer:
             """The best evidence lines (or `units`) as the answer, cited (grounded by construction)."""
             assert evidence is not None
-            lead, count = self.brand.strings.extractive_lead, self.settings.retrieval.quoted_lines
-            text = quoted_lines(units, lead) if units is not None else extractive_answer(evidence, lead, count)
+            retrieval = self.settings.retrieval
+            if units is None:
+                units = sorted(evidence.units, key=lambda unit: -unit.score)[: retrieval.quoted_lines]
+            units = with_context(units, {s.number: s.text for s in sources}, retrieval.quote_context)
+            text = quoted_lines(units, self.brand.strings.extractive_lead)
             by_number = {s.number: s for s in sources}
             cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
             return AssistantAnswer(
@@ -407,17 +400,20 @@ class Assistant:
             if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:
                 return finish_without_model("weak_evidence")
             if part_queries:
-                return finish_without_generation(quotation, self.quoted_for_parts(part_queries, sources, evidence))
+                best = sorted(evidence.units, key=lambda unit: -unit.score)[: self.settings.retrieval.quoted_lines]
+                return finish_without_generation(quotation, self.with_part_lines(best, part_queries, sources))
             return finish_without_generation(quotation)
         if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
             # No text from the model: it judges each candidate line, and the quote is taken from its ranking.
             retrieval = self.settings.retrieval
-            judged = self.judged_lines(query, parts, part_queries, sources)
+            candidates = self.candidate_lines(query, found, retrieval.judged_candidates)
+            judged = LineJudge(self.chat_model).rank(standalone, candidates)
             timings["judge"] = (time.perf_counter() - evidence_at) * 1000
-            best_odds = max((line.log_odds for lines in judged for line in lines), default=float("-inf"))
+            best_odds = max((line.log_odds for line in judged), default=float("-inf"))
             if best_odds < retrieval.min_judge_log_odds:
                 return finish_without_model("no_line_answers", judge_log_odds=best_odds)
-            chosen = judged_quote(judged, retrieval.quoted_lines)
+            chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
+            chosen = self.with_part_lines(chosen, part_queries, sources)
             return finish_without_generation(quotation, chosen, judge_log_odds=best_odds)
 
         prompt_sources = [

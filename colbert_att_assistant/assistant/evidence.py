@@ -40,6 +40,7 @@ class PassageUnit:
     end: int
     text: str
     kind: str  # "sentence", "list_item" or "table_row"
+    block: int = 0  # the paragraph, list or table the unit belongs to, counted from 0 in its passage
 
 
 @dataclass(frozen=True)
@@ -87,17 +88,25 @@ def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
     section = heading.rsplit(">", 1)[-1].strip()
     prohibition = section if is_prohibition_heading(section) else None
     offset = body_start
+    # A block ends at a blank line or a subheading, and where the kind of line changes (paragraph, list, table).
+    block, block_kind = 0, None
     for line in text[body_start:].splitlines(keepends=True):
         start, stripped = offset, line.strip()
         offset += len(line)
         if not stripped:
             header = None
+            block, block_kind = (block + 1, None) if block_kind else (block, None)
             continue
         end = start + len(line.rstrip("\n"))
         if _SUBHEADING.match(stripped):
             section = _plain(_SUBHEADING.sub("", stripped))
             prohibition = section if is_prohibition_heading(section) else None
+            block, block_kind = (block + 1, None) if block_kind else (block, None)
             continue
+        kind = "table_row" if stripped.startswith("|") else "list_item" if _LIST_ITEM.match(stripped) else "sentence"
+        if block_kind not in (None, kind):
+            block += 1
+        block_kind = kind
         if stripped.startswith("|"):
             cells = _table_cells(stripped)
             if all(set(cell) <= set("-: ") for cell in cells):
@@ -106,12 +115,14 @@ def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
                 header = cells
                 continue
             pairs = [f"{name}: {cell}" if name else cell for name, cell in zip(header, cells, strict=False) if cell]
-            units.append(PassageUnit(start, end, "; ".join(pairs), "table_row"))
+            units.append(PassageUnit(start, end, "; ".join(pairs), "table_row", block))
             continue
         header = None
         if _LIST_ITEM.match(stripped):
             item = _plain(_LIST_ITEM.sub("", stripped))
-            units.append(PassageUnit(start, end, f"{prohibition}: {item}" if prohibition else item, "list_item"))
+            units.append(
+                PassageUnit(start, end, f"{prohibition}: {item}" if prohibition else item, "list_item", block)
+            )
             continue
         plain_line = _plain(stripped)
         if plain_line.endswith(":") and is_prohibition_heading(plain_line):
@@ -123,7 +134,7 @@ def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
             at = line.find(sentence, position)
             position = at + len(sentence)
             if sentence.strip():
-                units.append(PassageUnit(start + at, start + position, _plain(sentence), "sentence"))
+                units.append(PassageUnit(start + at, start + position, _plain(sentence), "sentence", block))
     return heading, units
 
 
@@ -262,3 +273,23 @@ def evidence_for(
     if ranked_only:
         return select_evidence(index.encoder, query, aligned, max_units=max_units, min_gain=-1.0, follow_lead_ins=False)
     return select_evidence(index.encoder, query, aligned, max_units=max_units)
+
+
+def with_context(units: Sequence[EvidenceUnit], passages: dict[int, str], reach: int) -> list[EvidenceUnit]:
+    """`units` and, for each, up to `reach` units either side of it in the same paragraph, list or table of its
+    passage (`passages`: number to text), each unit once, in passage order. A quoted line with the sentences around
+    it reads as an excerpt, and holds the answer more often than the line alone (benchmarks/RESULTS.md)."""
+    taken: dict[tuple[int, int], EvidenceUnit] = {(unit.source_number, unit.position): unit for unit in units}
+    split = {number: split_passage(text) for number, text in passages.items() if reach}
+    for unit in units:
+        if unit.source_number not in split:
+            continue
+        heading, passage_units = split[unit.source_number]
+        if not 0 <= unit.position < len(passage_units):
+            continue
+        block = passage_units[unit.position].block
+        for position in range(unit.position - reach, unit.position + reach + 1):
+            if 0 <= position < len(passage_units) and passage_units[position].block == block:
+                neighbour = EvidenceUnit(unit.source_number, position, heading, passage_units[position].text, 0.0)
+                taken.setdefault((unit.source_number, position), neighbour)
+    return sorted(taken.values(), key=lambda u: (u.source_number, u.position))

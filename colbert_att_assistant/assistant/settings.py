@@ -147,6 +147,15 @@ class RetrievalSettings(BaseModel):
         "alignment score, printed in passage order.",
     )
 
+    quote_context: int = Field(
+        default=1,
+        ge=0,
+        le=3,
+        description="Quoted and judged styles: units either side of each quoted line, from the same paragraph, list "
+        "or table, quoted with it as one excerpt (0: the lines alone). Chosen on the calibration half "
+        "(benchmarks/quoted_answers.py).",
+    )
+
     judged_candidates: int = Field(
         default=4,
         ge=1,
