@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from colbert_att_assistant.assistant.evidence import evidence_for, select_evidence, split_passage
+from colbert_att_assistant.assistant.chat import quoted_lines
+from colbert_att_assistant.assistant.evidence import (
+    EvidenceUnit,
+    evidence_for,
+    select_evidence,
+    split_passage,
+    with_context,
+)
 from colbert_att_assistant.retriever.index import MultiVectorIndex
 
 TABLE_PASSAGE = """Caring for Belts > Overfilling
@@ -29,6 +36,28 @@ def test_a_passage_splits_into_quotable_units():
     assert units[4].text == "Empty the wallet every few weeks."
     for unit in units:
         assert TABLE_PASSAGE[unit.start : unit.end].strip()
+    # The paragraph, the table and the list are three blocks (the list's two markers are one list).
+    assert [u.block for u in units] == [0, 0, 1, 2, 2]
+
+
+def test_a_quoted_line_comes_with_its_neighbours_from_the_same_block_as_one_excerpt():
+    heading, units = split_passage(TABLE_PASSAGE)
+    best = EvidenceUnit(source_number=2, position=1, heading=heading, text=units[1].text, score=0.7)
+    widened = with_context([best], {2: TABLE_PASSAGE}, reach=1)
+    # Its paragraph's first sentence joins it; the table row after it is another block and does not.
+    assert [(u.position, u.text) for u in widened] == [(0, "Leather stretches."), (1, "It does not shrink back.")]
+    assert with_context([best], {2: TABLE_PASSAGE}, reach=0) == [best]
+    quote = quoted_lines(widened, "Here is what our guides say:")
+    assert quote == "Here is what our guides say:\n- Leather stretches. It does not shrink back [2]."
+    # Lines apart in a passage, or from two passages, stay separate excerpts, each cited.
+    row = EvidenceUnit(source_number=2, position=3, heading=heading, text=units[3].text, score=0.5)
+    other = EvidenceUnit(source_number=1, position=0, heading="Other", text="Store flat", score=0.4)
+    assert quoted_lines([best, row, other], "Lead:").splitlines() == [
+        "Lead:",
+        "- Store flat [1].",
+        "- It does not shrink back [2].",
+        "- Keep one card per slot [2].",
+    ]
 
 
 def test_stored_tokens_map_back_to_their_words(knowledge_base_index, encoder):

@@ -11,7 +11,6 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from colbert_att_assistant.assistant import Assistant
 from colbert_att_assistant.assistant.errors import LLMBackendError
 from colbert_att_assistant.assistant.evidence import EvidenceUnit, evidence_for
-from colbert_att_assistant.assistant.chat import judged_quote
 from colbert_att_assistant.assistant.line_judge import LineJudge, rank_lines
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.settings import LLMSettings
@@ -39,17 +38,6 @@ def test_ranking_adds_the_judge_to_the_alignment():
     assert rank_lines([], []) == []
     with pytest.raises(ValueError, match="3 lines but 2 judgements"):
         rank_lines(lines, [1.0, 2.0])
-
-
-def test_a_two_part_message_quotes_the_best_judged_line_of_each_part():
-    first_part = rank_lines([unit("a", 0.9, position=0), unit("b", 0.8, position=1)], [2.0, -1.0])
-    second_part = rank_lines([unit("c", 0.5, source=2), unit("d", 0.4, source=2, position=1)], [-3.0, 1.0])
-    quoted = judged_quote([first_part, second_part], count=3)
-    # d outranks c in its part, so each part's best comes first, then the best remaining line by its ranking.
-    assert [line.text for line in quoted[:2]] == ["a", "d"]
-    assert len(quoted) == 3 and quoted[2].text in {"b", "c"}
-    assert [line.text for line in judged_quote([first_part, second_part], count=1)] == ["a", "d"]  # one per part
-    assert [line.text for line in judged_quote([first_part], count=2)] == ["a", "b"]
 
 
 def test_next_token_logprobs_are_log_probabilities_and_do_not_depend_on_the_previous_prompt(chat_model):
@@ -149,7 +137,7 @@ def test_lead_ins_are_not_judged_but_the_lines_after_them_are(kb_assistant):
     assert scores == sorted(scores, reverse=True)
 
 
-def test_the_judged_style_judges_each_question_of_a_two_part_message(assistant_settings, kb_assistant, chat_model):
+def test_the_judged_style_adds_a_line_for_each_question_of_a_message(assistant_settings, kb_assistant, chat_model):
     settings = judged_settings(assistant_settings, min_judge_log_odds=-30.0)
     answer = Assistant(kb_assistant.index, chat_model, settings).answer(
         "What is the warranty on a watch? And can I return an engraved ring?"

@@ -163,7 +163,7 @@ class RetrievalSettings(BaseModel):
         description="Judged style: the best-aligned lines of the sources that the LLM judges, one prompt each.",
     )
     min_judge_log_odds: float = Field(
-        default=-0.1,
+        default=-0.2,
         ge=-30.0,
         le=30.0,
         description="Judged style: below this log-odds of Yes against No for the best-judged line, the assistant "
