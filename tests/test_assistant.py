@@ -197,3 +197,18 @@ def test_each_question_of_a_two_part_message_gets_its_own_line_and_source(assist
     assert "warranty" in answer.text and "engraved cannot be returned" in answer.text
     assert answer.text.count("\n- ") <= quoted.retrieval.quoted_lines + 2  # the best three, and one per question
     assert "faq-size-guide-shoes-rings" in {c.document_id for c in answer.citations}
+
+
+def test_a_follow_up_naming_another_thing_gets_a_line_about_it(assistant_settings, kb_assistant, chat_model):
+    quoted = assistant_settings.model_copy(
+        update={"retrieval": assistant_settings.retrieval.model_copy(update={"answer_style": "quoted"})}
+    )
+    assistant = Assistant(kb_assistant.index, RecordingChatModel(chat_model), quoted)
+    assistant.answer("How do I store my silk scarves over the winter?", session_id="gloves")
+    answer = assistant.answer("what about my leather gloves?", session_id="gloves")
+    assert not answer.abstained
+    assert answer.standalone_question.startswith("How do I store my silk scarves")  # one intent...
+    joined = kb_assistant.retrieve(kb_assistant.index.encoder.encode_query(answer.standalone_question), "customer")
+    assert "care-gloves-hats-accessories" not in {c.document_id for c in joined}
+    # ...but the client's own words are searched too, so the gloves guide is found and quoted.
+    assert "care-gloves-hats-accessories" in {c.document_id for c in answer.citations}

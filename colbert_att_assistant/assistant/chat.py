@@ -5,7 +5,8 @@ One turn, evidence first:
 2. join a follow-up with the client's previous message, or a question with the statement before it (`follow_up.py`);
    split a message that asks several things into its questions (`question_parts.py`);
 3. retrieve (customer mode sees only `audience: public` chunks, enforced by the retriever's metadata filter), and
-   add each question's best passage when the whole message missed it;
+   search the client's own questions alone too (`own_questions`), adding each one's best passage when the whole
+   intent missed it;
 4. pick the few sentences, list items and table rows of those passages that the ColBERT-Att token alignment finds
    for the question (`evidence.py`); abstain when retrieval or evidence is below its calibrated threshold;
 5. prompt with that evidence only (`prompts.py`) and stream the draft through `answer_check.py`: a sentence is
@@ -129,6 +130,16 @@ def validate_message(message: Any, max_chars: int, brand: BrandProfile) -> str |
     if len(stripped) > max_chars:
         return strings.too_long.format(length=len(stripped), limit=max_chars)
     return None
+
+
+def own_questions(question: str, standalone: str) -> list[str]:
+    """What the client's own message asks, searched beside the whole intent: its separate questions when it asks
+    several things; the message alone when it was joined with the turn before ("and my lambskin Orée, same
+    routine?" after a question about calfskin), whose words the joined question outweighs; else nothing."""
+    if standalone != question:
+        return [question]
+    parts = question_parts(question)
+    return parts if len(parts) > 1 else []
 
 
 def _closed(text: str) -> str:
@@ -334,11 +345,10 @@ class Assistant:
         question = message.strip()
         history = self.memory.history(session_id)
         standalone = standalone_question(question, history)
-        # A follow-up joined with the turn before is one intent; only the client's own message is split.
-        parts = question_parts(question) if standalone == question else [standalone]
         # One encoding of the question serves retrieval and the evidence alignment.
         query = self.index.encoder.encode_query(standalone)
-        part_queries = self.index.encoder.encode_queries(parts) if len(parts) > 1 else []
+        parts = own_questions(question, standalone)
+        part_queries = self.index.encoder.encode_queries(parts) if parts else []
         chosen_scoring = ScoringMode(scoring) if scoring else None
         found = self.retrieve(query, audience, chosen_scoring)
         sources = [*found, *self.part_sources(part_queries, audience, chosen_scoring, found)]
