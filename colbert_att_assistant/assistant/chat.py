@@ -271,9 +271,11 @@ class Assistant:
         """For a message that asks several things, each question's best passage that the whole message did not
         find, numbered after `found`: a second question about another topic gets its source."""
         extra: list[Citation] = []
+        seen = {citation.node_id for citation in found}
         for part in part_queries:
             for hit in self._citations(part, audience, scoring, 1, first_number=len(found) + len(extra) + 1):
-                if hit.node_id not in {c.node_id for c in [*found, *extra]}:
+                if hit.node_id not in seen:
+                    seen.add(hit.node_id)
                     extra.append(hit)
         return extra
 
@@ -372,22 +374,23 @@ class Assistant:
         def abstention(reason: AbstainReason, **extra: Any) -> AssistantAnswer:
             return AssistantAnswer(
                 text=self.handoff_text(), abstained=True, abstain_reason=reason, answer_path="abstained",
-                **{**turn, **extra},
+                **turn, **extra,
             )  # fmt: skip
+
+        def best_lines() -> list[EvidenceUnit]:
+            assert evidence is not None
+            return sorted(evidence.units, key=lambda unit: -unit.score)[: self.settings.retrieval.quoted_lines]
 
         def quotation(units: list[EvidenceUnit] | None = None, **extra: Any) -> AssistantAnswer:
             """The best evidence lines (or `units`) as the answer, cited (grounded by construction)."""
-            assert evidence is not None
-            retrieval = self.settings.retrieval
-            if units is None:
-                units = sorted(evidence.units, key=lambda unit: -unit.score)[: retrieval.quoted_lines]
-            units = with_context(units, {s.number: s.text for s in sources}, retrieval.quote_context)
+            units = best_lines() if units is None else units
+            units = with_context(units, {s.number: s.text for s in sources}, self.settings.retrieval.quote_context)
             text = quoted_lines(units, self.brand.strings.extractive_lead)
             by_number = {s.number: s for s in sources}
             cited = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", text)))
             return AssistantAnswer(
                 text=text, abstained=False, answer_path="extractive", citations=[by_number[n] for n in cited],
-                **{**turn, **extra},
+                **turn, **extra,
             )  # fmt: skip
 
         def finish_without_generation(make: Any, *args: Any, **extra: Any) -> AnswerStream:
@@ -410,8 +413,7 @@ class Assistant:
             if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:
                 return finish_without_model("weak_evidence")
             if part_queries:
-                best = sorted(evidence.units, key=lambda unit: -unit.score)[: self.settings.retrieval.quoted_lines]
-                return finish_without_generation(quotation, self.with_part_lines(best, part_queries, sources))
+                return finish_without_generation(quotation, self.with_part_lines(best_lines(), part_queries, sources))
             return finish_without_generation(quotation)
         if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
             # No text from the model: it judges each candidate line, and the quote is taken from its ranking.

@@ -88,26 +88,24 @@ def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
     section = heading.rsplit(">", 1)[-1].strip()
     prohibition = section if is_prohibition_heading(section) else None
     offset = body_start
-    # A block ends at a blank line or a subheading, and where the kind of line changes (paragraph, list, table).
-    block, block_kind = 0, None
+    # A block (paragraph, list, table) starts after a blank line or a subheading, and where the kind of line changes.
+    block, block_kind = -1, None
     for line in text[body_start:].splitlines(keepends=True):
         start, stripped = offset, line.strip()
         offset += len(line)
         if not stripped:
-            header = None
-            block, block_kind = (block + 1, None) if block_kind else (block, None)
+            header, block_kind = None, None
             continue
         end = start + len(line.rstrip("\n"))
         if _SUBHEADING.match(stripped):
             section = _plain(_SUBHEADING.sub("", stripped))
             prohibition = section if is_prohibition_heading(section) else None
-            block, block_kind = (block + 1, None) if block_kind else (block, None)
+            block_kind = None
             continue
         kind = "table_row" if stripped.startswith("|") else "list_item" if _LIST_ITEM.match(stripped) else "sentence"
-        if block_kind not in (None, kind):
-            block += 1
-        block_kind = kind
-        if stripped.startswith("|"):
+        if kind != block_kind:
+            block, block_kind = block + 1, kind
+        if kind == "table_row":
             cells = _table_cells(stripped)
             if all(set(cell) <= set("-: ") for cell in cells):
                 continue  # the |---|---| separator
@@ -118,11 +116,9 @@ def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
             units.append(PassageUnit(start, end, "; ".join(pairs), "table_row", block))
             continue
         header = None
-        if _LIST_ITEM.match(stripped):
+        if kind == "list_item":
             item = _plain(_LIST_ITEM.sub("", stripped))
-            units.append(
-                PassageUnit(start, end, f"{prohibition}: {item}" if prohibition else item, "list_item", block)
-            )
+            units.append(PassageUnit(start, end, f"{prohibition}: {item}" if prohibition else item, "list_item", block))
             continue
         plain_line = _plain(stripped)
         if plain_line.endswith(":") and is_prohibition_heading(plain_line):
@@ -280,7 +276,8 @@ def with_context(units: Sequence[EvidenceUnit], passages: dict[int, str], reach:
     passage (`passages`: number to text), each unit once, in passage order. A quoted line with the sentences around
     it reads as an excerpt, and holds the answer more often than the line alone (benchmarks/RESULTS.md)."""
     taken: dict[tuple[int, int], EvidenceUnit] = {(unit.source_number, unit.position): unit for unit in units}
-    split = {number: split_passage(text) for number, text in passages.items() if reach}
+    quoted_sources = {unit.source_number for unit in units} if reach else set()
+    split = {number: split_passage(text) for number, text in passages.items() if number in quoted_sources}
     for unit in units:
         if unit.source_number not in split:
             continue
