@@ -301,3 +301,16 @@ def test_a_beir_train_split_gets_bm25_mined_negatives_that_exclude_judged_docume
 def test_every_recorded_recipe_is_valid(recipe):
     config = build_config(read_config_file(recipe), {})
     assert config.beir_dir is None or config.beir_split != "test"  # never trained on a test split
+
+
+def test_the_training_code_imports_without_the_index_backends():
+    """A training machine needs torch and transformers, not faiss or LlamaIndex."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; import colbert_att_assistant.retriever.training.train, colbert_att_assistant.retriever.training.cli; "
+        "print(sorted(m for m in ('faiss', 'llama_index', 'bm25s', 'ranx') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
