@@ -212,3 +212,33 @@ def test_a_follow_up_naming_another_thing_gets_a_line_about_it(assistant_setting
     assert "care-gloves-hats-accessories" not in {c.document_id for c in joined}
     # ...but the client's own words are searched too, so the gloves guide is found and quoted.
     assert "care-gloves-hats-accessories" in {c.document_id for c in answer.citations}
+
+
+def _quoted(assistant_settings, kb_assistant, chat_model, **retrieval) -> Assistant:
+    settings = assistant_settings.model_copy(
+        update={"retrieval": assistant_settings.retrieval.model_copy(update={"answer_style": "quoted", **retrieval})}
+    )
+    return Assistant(kb_assistant.index, RecordingChatModel(chat_model), settings)
+
+
+def test_a_misspelt_question_is_searched_with_the_documents_own_words(assistant_settings, kb_assistant, chat_model):
+    message = "my crocodle clutch needs conditoning, what shoud i use"
+    ungated = {"min_evidence_to_quote": 0.0}
+    answer = _quoted(assistant_settings, kb_assistant, chat_model, **ungated).answer(message)
+    assert answer.question == message  # kept as written...
+    assert answer.standalone_question == "my crocodile clutch needs conditioning, what should i use"
+    # ...and searched as meant: the exotic-leather guide is found and quoted, with stronger evidence than the
+    # misspelt words find.
+    assert "care-exotic-leathers" in {c.document_id for c in answer.citations}
+    as_written_assistant = _quoted(assistant_settings, kb_assistant, chat_model, correct_spelling=False, **ungated)
+    as_written = as_written_assistant.answer(message)
+    assert as_written.standalone_question == message
+    assert answer.evidence_score > as_written.evidence_score
+
+
+def test_a_size_the_client_gives_is_looked_up_in_its_table(assistant_settings, kb_assistant, chat_model):
+    assistant = _quoted(assistant_settings, kb_assistant, chat_model, min_evidence_to_quote=0.0)
+    answer = assistant.answer("I wear a UK 12 in dresses. Which French size should I order?")
+    # The conversion table's row for UK 12 is quoted, not only the sentences around the table.
+    assert "FR: 40; IT: 44; UK: 12" in answer.text
+    assert "faq-size-guide-clothing" in {c.document_id for c in answer.citations}

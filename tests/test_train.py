@@ -309,7 +309,8 @@ def test_the_training_code_imports_without_the_index_backends():
     import sys
 
     probe = (
-        "import sys; import colbert_att_assistant.retriever.training.train, colbert_att_assistant.retriever.training.cli; "
+        "import sys; import colbert_att_assistant.retriever.training.train; "
+        "import colbert_att_assistant.retriever.training.cli; "
         "print(sorted(m for m in ('faiss', 'llama_index', 'bm25s', 'ranx') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -44,6 +45,8 @@ from colbert_att_assistant.assistant.memory import SessionMemory
 from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
 from colbert_att_assistant.assistant.question_parts import question_parts
 from colbert_att_assistant.assistant.settings import AnswerStyle, AssistantSettings, Audience
+from colbert_att_assistant.assistant.spelling import QuerySpelling
+from colbert_att_assistant.assistant.table_rows import rows_named_by
 from colbert_att_assistant.grounding import GroundingJudge
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, EncodedText
 from colbert_att_assistant.retriever.index import BaseMultiVectorIndex, SearchHit
@@ -232,6 +235,8 @@ class Assistant:
         self.min_score_to_answer = threshold(retrieval.min_score_to_answer, "min_score_to_answer")
         self.min_evidence_to_answer = threshold(retrieval.min_evidence_to_answer, "min_evidence_to_answer")
         self.min_evidence_for_extract = threshold(retrieval.min_evidence_for_extract, "min_evidence_for_extract")
+        self._spelling: tuple[int, QuerySpelling] | None = None
+        self._spelling_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -254,6 +259,15 @@ class Assistant:
         return cls(index, chat_model or ChatModel.from_settings(settings.llm), settings, brand=settings.brand())
 
     # ---- the steps of one turn ----------------------------------------------------------------------------
+
+    def spelling(self) -> QuerySpelling:
+        """The spelling corrector of the indexed documents' words, made at first use and again after the index
+        gains or loses documents."""
+        count = len(self.index.document_ids())
+        with self._spelling_lock:
+            if self._spelling is None or self._spelling[0] != count:
+                self._spelling = (count, QuerySpelling.of_index(self.index))
+            return self._spelling[1]
 
     def retrieve(self, query: EncodedText, audience: Audience, scoring: ScoringMode | None = None) -> list[Citation]:
         """The top passages, numbered from 1; customer mode sees only public ones (a metadata filter of the index,
@@ -321,6 +335,15 @@ class Assistant:
                 lines.setdefault((unit.source_number, unit.position), unit)
         return list(lines.values())
 
+    @staticmethod
+    def with_named_rows(chosen: list[EvidenceUnit], message: str, sources: list[Citation]) -> list[EvidenceUnit]:
+        """The lines chosen, plus the table rows the client's message names by a value it gives ("I'm a UK 8"),
+        which the token alignment reads poorly (`table_rows`)."""
+        lines = {(unit.source_number, unit.position): unit for unit in chosen}
+        for unit in rows_named_by(message, [(s.number, s.text) for s in sources]):
+            lines.setdefault((unit.source_number, unit.position), unit)
+        return list(lines.values())
+
     def handoff_text(self) -> str:
         return " ".join(part for part in (self.brand.strings.abstain, self.brand.handoff) if part)
 
@@ -345,11 +368,12 @@ class Assistant:
             return AnswerStream([], "", iter([problem]), lambda _: answer)
 
         question = message.strip()
+        searched = self.spelling().correct(question) if self.settings.retrieval.correct_spelling else question
         history = self.memory.history(session_id)
-        standalone = standalone_question(question, history)
+        standalone = standalone_question(searched, history)
         # One encoding of the question serves retrieval and the evidence alignment.
         query = self.index.encoder.encode_query(standalone)
-        parts = own_questions(question, standalone)
+        parts = own_questions(searched, standalone)
         part_queries = self.index.encoder.encode_queries(parts) if parts else []
         chosen_scoring = ScoringMode(scoring) if scoring else None
         found = self.retrieve(query, audience, chosen_scoring)
@@ -412,9 +436,8 @@ class Assistant:
             # No model: the best lines are the answer when the evidence is strong enough to stand on its own.
             if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:
                 return finish_without_model("weak_evidence")
-            if part_queries:
-                return finish_without_generation(quotation, self.with_part_lines(best_lines(), part_queries, sources))
-            return finish_without_generation(quotation)
+            chosen = self.with_named_rows(self.with_part_lines(best_lines(), part_queries, sources), searched, sources)
+            return finish_without_generation(quotation, chosen)
         if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
             # No text from the model: it judges each candidate line, and the quote is taken from its ranking.
             retrieval = self.settings.retrieval
@@ -425,7 +448,7 @@ class Assistant:
             if best_odds < retrieval.min_judge_log_odds:
                 return finish_without_model("no_line_answers", judge_log_odds=best_odds)
             chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
-            chosen = self.with_part_lines(chosen, part_queries, sources)
+            chosen = self.with_named_rows(self.with_part_lines(chosen, part_queries, sources), searched, sources)
             return finish_without_generation(quotation, chosen, judge_log_odds=best_odds)
 
         prompt_sources = [

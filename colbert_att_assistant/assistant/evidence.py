@@ -41,6 +41,7 @@ class PassageUnit:
     text: str
     kind: str  # "sentence", "list_item" or "table_row"
     block: int = 0  # the paragraph, list or table the unit belongs to, counted from 0 in its passage
+    cells: tuple[tuple[str, str], ...] = ()  # a table row's (column, cell) pairs
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ def split_passage(text: str) -> tuple[str, list[PassageUnit]]:
                 header = cells
                 continue
             pairs = [f"{name}: {cell}" if name else cell for name, cell in zip(header, cells, strict=False) if cell]
-            units.append(PassageUnit(start, end, "; ".join(pairs), "table_row", block))
+            row = tuple(zip(header, cells, strict=False))
+            units.append(PassageUnit(start, end, "; ".join(pairs), "table_row", block, row))
             continue
         header = None
         if kind == "list_item":

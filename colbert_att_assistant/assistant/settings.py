@@ -156,6 +156,12 @@ class RetrievalSettings(BaseModel):
         "(benchmarks/quoted_answers.py).",
     )
 
+    correct_spelling: bool = Field(
+        default=True,
+        description="Search with the client's misspelt words corrected toward the documents' own words "
+        "(assistant/spelling.py); the message is kept and shown as written.",
+    )
+
     judged_candidates: int = Field(
         default=4,
         ge=1,

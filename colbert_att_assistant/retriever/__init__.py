@@ -38,7 +38,20 @@ _HOME = {
     "IndexSettings": "settings",
 }
 
-__all__ = sorted(_HOME)
+__all__ = [
+    "ColBERTAttEncoder",
+    "ColBERTAttError",
+    "ColBERTAttRetriever",
+    "EncodedText",
+    "EncoderSettings",
+    "IndexCorruptError",
+    "IndexMismatchError",
+    "IndexSettings",
+    "InvalidDocumentError",
+    "InvalidQueryError",
+    "MultiVectorIndex",
+    "ScoringMode",
+]
 
 
 def __getattr__(name: str) -> Any:

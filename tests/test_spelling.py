@@ -1,0 +1,48 @@
+"""Spelling correction of a client's message toward the words of the brand's documents."""
+
+from __future__ import annotations
+
+import pytest
+
+from colbert_att_assistant.assistant.spelling import QuerySpelling
+
+DOCUMENTS = [
+    "Exotic leathers: use only the Exotic Leather Conditioner on crocodile and python. Never use the calfskin balm.",
+    "The warranty on leather goods lasts two years. Bring the Orée bag and its receipt to a boutique.",
+    "Cashmere jumpers: hand wash cold. Lay flat to dry. Moths dislike cedar.",
+]
+
+
+@pytest.fixture(scope="module")
+def spelling() -> QuerySpelling:
+    return QuerySpelling(DOCUMENTS)
+
+
+@pytest.mark.parametrize(
+    ("message", "meant"),
+    [
+        ("what condtioner for my crocodle clutch", "what conditioner for my crocodile clutch"),
+        ("how long is the waranty on a calfskn bag?", "how long is the warranty on a calfskin bag?"),
+        ("Cashmire jumper with moth holes", "Cashmere jumper with moth holes"),  # first word of the message
+    ],
+)
+def test_misspelt_words_become_the_documents_words(spelling, message, meant):
+    assert spelling.correct(message) == meant
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "my husband Siobhann wants to come along",  # a capitalised word inside a sentence is a name
+        "does the velvet bag need a conditioner",  # English words the documents lack are not bent toward them
+        "can i bring 2 bgs",  # short words and numbers are left alone
+        "the orée bag's strap",  # the documents' own words, and their possessives
+    ],
+)
+def test_names_known_words_and_short_words_are_kept(spelling, message):
+    assert spelling.correct(message) == message
+
+
+def test_a_word_far_from_every_document_word_is_kept(spelling):
+    assert spelling.suggestion("xylophonic") is None
+    assert spelling.correct("a zzqqv question") == "a zzqqv question"
