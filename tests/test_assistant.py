@@ -242,3 +242,19 @@ def test_a_size_the_client_gives_is_looked_up_in_its_table(assistant_settings, k
     # The conversion table's row for UK 12 is quoted, not only the sentences around the table.
     assert "FR: 40; IT: 44; UK: 12" in answer.text
     assert "faq-size-guide-clothing" in {c.document_id for c in answer.citations}
+
+
+def test_a_question_about_something_the_documents_never_mention_is_handed_off(
+    assistant_settings, kb_assistant, chat_model
+):
+    assistant = _quoted(assistant_settings, kb_assistant, chat_model)
+    answer = assistant.answer("Is the Paris boutique accessible by wheelchair?")
+    # The boutique pages are found and align well with "Paris boutique", but nothing in them is like "wheelchair".
+    assert answer.abstained and answer.abstain_reason == "unknown_subject"
+    assert answer.unknown_word == "wheelchair" and answer.unknown_word_similarity < 0.3
+    assert answer.text == assistant.handoff_text()
+    # A word the documents do not use for a thing they do cover finds its like ("billfold": the long wallet).
+    covered = assistant.answer("How many cards fit in my long billfold?")
+    assert not covered.abstained and covered.unknown_word == "billfold"
+    assert covered.unknown_word_similarity >= assistant.settings.retrieval.min_unknown_word_similarity
+    assert "care-belts-small-leather-goods" in {c.document_id for c in covered.citations}

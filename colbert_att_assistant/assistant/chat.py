@@ -45,8 +45,9 @@ from colbert_att_assistant.assistant.memory import SessionMemory
 from colbert_att_assistant.assistant.prompts import PromptSource, answer_messages
 from colbert_att_assistant.assistant.question_parts import question_parts
 from colbert_att_assistant.assistant.settings import AnswerStyle, AssistantSettings, Audience
-from colbert_att_assistant.assistant.spelling import QuerySpelling
 from colbert_att_assistant.assistant.table_rows import rows_named_by
+from colbert_att_assistant.assistant.unknown_words import weakest_unknown_word
+from colbert_att_assistant.assistant.vocabulary import DocumentVocabulary
 from colbert_att_assistant.grounding import GroundingJudge
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder, EncodedText
 from colbert_att_assistant.retriever.index import BaseMultiVectorIndex, SearchHit
@@ -55,7 +56,7 @@ from colbert_att_assistant.retriever.scoring import ScoringMode
 logger = logging.getLogger(__name__)
 
 AbstainReason = Literal["invalid_message", "weak_retrieval", "weak_evidence", "no_sources", "model_declined",
-                        "unsupported_answer", "no_line_answers"]  # fmt: skip
+                        "unsupported_answer", "no_line_answers", "unknown_subject"]  # fmt: skip
 # How the text shown was made: by the model (checked sentence by sentence), quoted from the evidence, or neither.
 AnswerPath = Literal["generated", "extractive", "abstained", "invalid"]
 PUBLIC_ONLY = MetadataFilters(filters=[MetadataFilter(key="audience", value="public", operator=FilterOperator.EQ)])
@@ -82,6 +83,12 @@ class AssistantAnswer(BaseModel):
     text: str
     abstained: bool
     abstain_reason: AbstainReason | None = None
+    unknown_word: str | None = Field(
+        default=None, description="The message's word the documents never use that the passages match least."
+    )
+    unknown_word_similarity: float | None = Field(
+        default=None, description="That word's mean best cosine in the passages (1.0: every word is known)."
+    )
     answer_path: AnswerPath = "generated"
     citations: list[Citation] = Field(default_factory=list, description="Sources the answer cites, in order.")
     sources: list[Citation] = Field(default_factory=list, description="Every source retrieved for the turn.")
@@ -235,8 +242,8 @@ class Assistant:
         self.min_score_to_answer = threshold(retrieval.min_score_to_answer, "min_score_to_answer")
         self.min_evidence_to_answer = threshold(retrieval.min_evidence_to_answer, "min_evidence_to_answer")
         self.min_evidence_for_extract = threshold(retrieval.min_evidence_for_extract, "min_evidence_for_extract")
-        self._spelling: tuple[int, QuerySpelling] | None = None
-        self._spelling_lock = threading.Lock()
+        self._vocabulary: tuple[int, DocumentVocabulary] | None = None
+        self._vocabulary_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -260,14 +267,14 @@ class Assistant:
 
     # ---- the steps of one turn ----------------------------------------------------------------------------
 
-    def spelling(self) -> QuerySpelling:
-        """The spelling corrector of the indexed documents' words, made at first use and again after the index
-        gains or loses documents."""
+    def vocabulary(self) -> DocumentVocabulary:
+        """The indexed documents' words (spelling correction, unknown words), read at first use and again after the
+        index gains or loses documents."""
         count = len(self.index.document_ids())
-        with self._spelling_lock:
-            if self._spelling is None or self._spelling[0] != count:
-                self._spelling = (count, QuerySpelling.of_index(self.index))
-            return self._spelling[1]
+        with self._vocabulary_lock:
+            if self._vocabulary is None or self._vocabulary[0] != count:
+                self._vocabulary = (count, DocumentVocabulary.of_index(self.index))
+            return self._vocabulary[1]
 
     def retrieve(self, query: EncodedText, audience: Audience, scoring: ScoringMode | None = None) -> list[Citation]:
         """The top passages, numbered from 1; customer mode sees only public ones (a metadata filter of the index,
@@ -368,7 +375,7 @@ class Assistant:
             return AnswerStream([], "", iter([problem]), lambda _: answer)
 
         question = message.strip()
-        searched = self.spelling().correct(question) if self.settings.retrieval.correct_spelling else question
+        searched = self.vocabulary().correct(question) if self.settings.retrieval.correct_spelling else question
         history = self.memory.history(session_id)
         standalone = standalone_question(searched, history)
         # One encoding of the question serves retrieval and the evidence alignment.
@@ -432,6 +439,14 @@ class Assistant:
             return finish_without_model("weak_retrieval")
         if evidence.best_score < self.min_evidence_to_answer:
             return finish_without_model("weak_evidence")
+        if self.settings.retrieval.answer_style in (AnswerStyle.QUOTED, AnswerStyle.JUDGED):
+            # The client's own words: for a follow-up, its own encoding (searched alone too), else the query's.
+            message_query = part_queries[0] if standalone != searched else query
+            similarities = [self.index.token_similarities(message_query, s.node_id) for s in found]
+            unknown = weakest_unknown_word(self.index.encoder, self.vocabulary(), searched, message_query, similarities)
+            turn["unknown_word"], turn["unknown_word_similarity"] = unknown.word, unknown.similarity
+            if unknown.similarity < self.settings.retrieval.min_unknown_word_similarity:
+                return finish_without_model("unknown_subject")
         if self.settings.retrieval.answer_style == AnswerStyle.QUOTED:
             # No model: the best lines are the answer when the evidence is strong enough to stand on its own.
             if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:

@@ -162,6 +162,16 @@ class RetrievalSettings(BaseModel):
         "(assistant/spelling.py); the message is kept and shown as written.",
     )
 
+    min_unknown_word_similarity: float = Field(
+        default=0.42,
+        ge=0.0,
+        le=1.0,
+        description='Quoted and judged styles: a message word the documents never use ("velvet") whose word '
+        "pieces find nothing at least this similar (mean best cosine) in the retrieved passages marks a question "
+        "the documents do not cover, and the assistant hands off (0 turns it off; assistant/unknown_words.py). "
+        "Chosen on the calibration half (benchmarks/quoted_answers.py).",
+    )
+
     judged_candidates: int = Field(
         default=4,
         ge=1,

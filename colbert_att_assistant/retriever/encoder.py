@@ -360,5 +360,12 @@ class ColBERTAttEncoder:
         spans = [span for span, kept in zip(item.offsets, item.keep, strict=True) if kept]
         return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
 
+    def query_token_spans(self, text: str) -> np.ndarray:
+        """`document_token_spans` for a query: the spans in `text` of the tokens `encode_query(text)` keeps, (0, 0)
+        for [CLS], [SEP], the marker and [MASK] expansion."""
+        item = self._tokenize([text], self.settings.query_max_tokens, self._query_marker_id, is_query=True)[0]
+        spans = [span for span, kept in zip(item.offsets, item.keep, strict=True) if kept]
+        return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+
     def token_strings(self, token_ids: np.ndarray) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])

@@ -1,10 +1,10 @@
-"""Spelling correction of a client's message toward the words of the brand's documents."""
+"""The documents' words: spelling correction of a client's message toward them, and the words they never use."""
 
 from __future__ import annotations
 
 import pytest
 
-from colbert_att_assistant.assistant.spelling import QuerySpelling
+from colbert_att_assistant.assistant.vocabulary import DocumentVocabulary
 
 DOCUMENTS = [
     "Exotic leathers: use only the Exotic Leather Conditioner on crocodile and python. Never use the calfskin balm.",
@@ -14,8 +14,8 @@ DOCUMENTS = [
 
 
 @pytest.fixture(scope="module")
-def spelling() -> QuerySpelling:
-    return QuerySpelling(DOCUMENTS)
+def spelling() -> DocumentVocabulary:
+    return DocumentVocabulary(DOCUMENTS)
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,11 @@ def test_names_known_words_and_short_words_are_kept(spelling, message):
 def test_a_word_far_from_every_document_word_is_kept(spelling):
     assert spelling.suggestion("xylophonic") is None
     assert spelling.correct("a zzqqv question") == "a zzqqv question"
+
+
+def test_words_the_documents_never_use_in_any_form_are_unknown(spelling):
+    message = "Can my velvet jumpers and my crocodile wallet be cleaned?"
+    # "jumpers" is "jumper" in another form, and stop words and short words are never unknown.
+    assert [word for _, _, word in spelling.unknown_words(message)] == ["velvet", "wallet", "cleaned"]
+    start, end, _ = spelling.unknown_words(message)[0]
+    assert message[start:end] == "velvet"
