@@ -179,7 +179,7 @@ class RetrievalSettings(BaseModel):
         description="Judged style: the best-aligned lines of the sources that the LLM judges, one prompt each.",
     )
     min_judge_log_odds: float = Field(
-        default=-0.2,
+        default=-0.7,
         ge=-30.0,
         le=30.0,
         description="Judged style: below this log-odds of Yes against No for the best-judged line, the assistant "
