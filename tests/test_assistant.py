@@ -247,7 +247,7 @@ def test_a_size_the_client_gives_is_looked_up_in_its_table(assistant_settings, k
 def test_a_question_about_something_the_documents_never_mention_is_handed_off(
     assistant_settings, kb_assistant, chat_model
 ):
-    assistant = _quoted(assistant_settings, kb_assistant, chat_model)
+    assistant = _quoted(assistant_settings, kb_assistant, chat_model, min_unknown_word_similarity=0.42)
     answer = assistant.answer("Is the Paris boutique accessible by wheelchair?")
     # The boutique pages are found and align well with "Paris boutique", but nothing in them is like "wheelchair".
     assert answer.abstained and answer.abstain_reason == "unknown_subject"

@@ -163,13 +163,14 @@ class RetrievalSettings(BaseModel):
     )
 
     min_unknown_word_similarity: float = Field(
-        default=0.42,
+        default=0.0,
         ge=0.0,
         le=1.0,
-        description='Quoted and judged styles: a message word the documents never use ("velvet") whose word '
+        description="Quoted and judged styles: a message word the documents never use (\"velvet\") whose word "
         "pieces find nothing at least this similar (mean best cosine) in the retrieved passages marks a question "
-        "the documents do not cover, and the assistant hands off (0 turns it off; assistant/unknown_words.py). "
-        "Chosen on the calibration half (benchmarks/quoted_answers.py).",
+        "the documents do not cover, and the assistant hands off (assistant/unknown_words.py). Off (0) by default: "
+        "0.42, the best on the calibration half, cost answerable questions on the held-out half and on WixQA "
+        "(benchmarks/RESULTS.md, 2026-12-04).",
     )
 
     judged_candidates: int = Field(
@@ -179,7 +180,7 @@ class RetrievalSettings(BaseModel):
         description="Judged style: the best-aligned lines of the sources that the LLM judges, one prompt each.",
     )
     min_judge_log_odds: float = Field(
-        default=-0.7,
+        default=-0.1,
         ge=-30.0,
         le=30.0,
         description="Judged style: below this log-odds of Yes against No for the best-judged line, the assistant "
