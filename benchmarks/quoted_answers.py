@@ -45,7 +45,8 @@ GRID = (0.0, 0.40, 0.45, 0.50, 0.55, 0.60)
 # place before and lost to the evidence gate alone (benchmarks/RESULTS.md, 2026-12-03).
 UNKNOWN_WORD_GRID = (0.0, 0.35, 0.38, 0.40, 0.42, 0.45)
 INVENTION_COST = 2
-Scores = tuple[float | None, float | None]  # (evidence score, weakest unknown word's similarity) of one answer
+# (evidence score, weakest unknown word's similarity, table rows named by a value) of one answer
+Scores = tuple[float | None, float | None, int]
 
 
 def outcome_if(question, row: dict, passes: bool) -> str:
@@ -61,10 +62,10 @@ def outcome_if(question, row: dict, passes: bool) -> str:
 def outcome_at(question, row: dict, scores: Scores, threshold: float, min_unknown: float = 0.0) -> str:
     """The row's outcome had quotes below `threshold` (or with an unknown word below `min_unknown`) been the
     handoff instead."""
-    evidence_score, unknown = scores
-    passes = evidence_score is None or (
-        evidence_score >= threshold and (1.0 if unknown is None else unknown) >= min_unknown
-    )
+    evidence_score, unknown, named_rows = scores
+    unknown = 1.0 if unknown is None else unknown
+    # A message that names a table row by a value passes the evidence gate, as in the assistant.
+    passes = evidence_score is None or ((evidence_score >= threshold or named_rows > 0) and unknown >= min_unknown)
     return outcome_if(question, row, passes)
 
 
@@ -107,7 +108,7 @@ def quote_questions(assistant: Assistant, questions, lines: int, qrels) -> tuple
     retrieval = assistant.settings.retrieval.model_copy(update={"quoted_lines": lines})
     assistant.settings = assistant.settings.model_copy(update={"retrieval": retrieval})
     rows, answers = ask_all(assistant, questions, qrels, f"Quoting, {lines} lines")
-    return rows, [(answer.evidence_score, answer.unknown_word_similarity) for answer in answers]
+    return rows, [(answer.evidence_score, answer.unknown_word_similarity, answer.named_rows) for answer in answers]
 
 
 def ask_all(assistant: Assistant, questions, qrels, description: str) -> tuple[list[dict], list[AssistantAnswer]]:

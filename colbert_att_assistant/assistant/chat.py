@@ -89,6 +89,9 @@ class AssistantAnswer(BaseModel):
     unknown_word_similarity: float | None = Field(
         default=None, description="That word's mean best cosine in the passages (1.0: every word is known)."
     )
+    named_rows: int = Field(
+        default=0, description='Table rows the message named by a value it gave ("UK 8"), quoted with the answer.'
+    )
     answer_path: AnswerPath = "generated"
     citations: list[Citation] = Field(default_factory=list, description="Sources the answer cites, in order.")
     sources: list[Citation] = Field(default_factory=list, description="Every source retrieved for the turn.")
@@ -343,11 +346,11 @@ class Assistant:
         return list(lines.values())
 
     @staticmethod
-    def with_named_rows(chosen: list[EvidenceUnit], message: str, sources: list[Citation]) -> list[EvidenceUnit]:
-        """The lines chosen, plus the table rows the client's message names by a value it gives ("I'm a UK 8"),
-        which the token alignment reads poorly (`table_rows`)."""
+    def with_named_rows(chosen: list[EvidenceUnit], named_rows: list[EvidenceUnit]) -> list[EvidenceUnit]:
+        """The lines chosen, plus the table rows the client's message names by a value it gives ("I'm a UK 8",
+        `table_rows.rows_named_by`), which the token alignment reads poorly."""
         lines = {(unit.source_number, unit.position): unit for unit in chosen}
-        for unit in rows_named_by(message, [(s.number, s.text) for s in sources]):
+        for unit in named_rows:
             lines.setdefault((unit.source_number, unit.position), unit)
         return list(lines.values())
 
@@ -448,10 +451,13 @@ class Assistant:
             if unknown.similarity < self.settings.retrieval.min_unknown_word_similarity:
                 return finish_without_model("unknown_subject")
         if self.settings.retrieval.answer_style == AnswerStyle.QUOTED:
-            # No model: the best lines are the answer when the evidence is strong enough to stand on its own.
-            if evidence.best_score < self.settings.retrieval.min_evidence_to_quote:
+            # No model: the best lines are the answer when the evidence is strong enough to stand on its own, or
+            # when the message names a table row of the sources by a value it gives (a size to convert).
+            named_rows = rows_named_by(searched, [(s.number, s.text) for s in sources])
+            turn["named_rows"] = len(named_rows)
+            if evidence.best_score < self.settings.retrieval.min_evidence_to_quote and not named_rows:
                 return finish_without_model("weak_evidence")
-            chosen = self.with_named_rows(self.with_part_lines(best_lines(), part_queries, sources), searched, sources)
+            chosen = self.with_named_rows(self.with_part_lines(best_lines(), part_queries, sources), named_rows)
             return finish_without_generation(quotation, chosen)
         if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
             # No text from the model: it judges each candidate line, and the quote is taken from its ranking.
@@ -463,7 +469,9 @@ class Assistant:
             if best_odds < retrieval.min_judge_log_odds:
                 return finish_without_model("no_line_answers", judge_log_odds=best_odds)
             chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
-            chosen = self.with_named_rows(self.with_part_lines(chosen, part_queries, sources), searched, sources)
+            named_rows = rows_named_by(searched, [(s.number, s.text) for s in sources])
+            turn["named_rows"] = len(named_rows)
+            chosen = self.with_named_rows(self.with_part_lines(chosen, part_queries, sources), named_rows)
             return finish_without_generation(quotation, chosen, judge_log_odds=best_odds)
 
         prompt_sources = [
