@@ -6,7 +6,7 @@ clutch". Word pieces of a misspelt word ("cr", "##oco", "##dle") match nothing i
 
 A word is corrected only when it is unknown both to an English word list (SymSpell's, shipped with `symspellpy`)
 and to the documents, and a document word lies within one edit (two for words of seven letters or more); the most
-frequent such word wins. Names, numbers, short words and capitalised words inside a sentence are left alone.
+frequent such word wins. Numbers, short words and capitalised words inside a sentence (names) are left alone.
 
 Words the documents never use, in any form ("velvet", "wheelchair"), are listed too: a question about something the
 documents do not cover is recognised by such a word finding nothing like itself in the passages retrieved
@@ -29,8 +29,6 @@ from colbert_att_assistant.retriever.index import BaseMultiVectorIndex
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 _SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)$")
 MIN_LENGTH = 4
-
-
 _stem = Stemmer.Stemmer("english").stemWord
 
 
