@@ -41,7 +41,9 @@ def start_assistant(
     """The app's start-up: index the brand's documents where the settings say (only new or changed ones are
     encoded; the local index or a Qdrant collection), then the assistant on that index."""
     index, _ = index_brand_documents(settings, encoder, show_progress=show_progress)
-    return Assistant.from_settings(settings, chat_model=chat_model, index=index)
+    assistant = Assistant.from_settings(settings, chat_model=chat_model, index=index)
+    assistant.vocabulary()  # the documents' words are read now, not while the first client waits
+    return assistant
 
 
 def main() -> None:
