@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+import numpy as np
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 from pydantic import BaseModel, Field
 
@@ -155,6 +156,14 @@ def own_questions(question: str, standalone: str) -> list[str]:
     return parts if len(parts) > 1 else []
 
 
+def merged_lines(chosen: Sequence[EvidenceUnit], added: Sequence[EvidenceUnit]) -> list[EvidenceUnit]:
+    """`chosen`, then each unit of `added` that is not among them (a unit is its passage and position)."""
+    lines = {(unit.source_number, unit.position): unit for unit in chosen}
+    for unit in added:
+        lines.setdefault((unit.source_number, unit.position), unit)
+    return list(lines.values())
+
+
 def _closed(text: str) -> str:
     text = text.rstrip()
     return text if not text or text[-1] in ".!?:;" else text + "."
@@ -273,7 +282,7 @@ class Assistant:
     def vocabulary(self) -> DocumentVocabulary:
         """The indexed documents' words (spelling correction, unknown words), read at first use and again after the
         index gains or loses documents."""
-        count = len(self.index.document_ids())
+        count = len(self.index)
         with self._vocabulary_lock:
             if self._vocabulary is None or self._vocabulary[0] != count:
                 self._vocabulary = (count, DocumentVocabulary.of_index(self.index))
@@ -320,18 +329,34 @@ class Assistant:
             for number, hit in enumerate(hits, start=first_number)
         ]
 
-    def evidence(self, query: EncodedText, sources: list[Citation]) -> Evidence:
+    def alignments(self, query: EncodedText, sources: list[Citation]) -> list[np.ndarray]:
+        """The (query tokens, passage tokens) cosine matrix of each source, read once per turn and shared by the
+        evidence, the judge's candidates and the unknown-word check."""
+        return [self.index.token_similarities(query, s.node_id) for s in sources]
+
+    def evidence(
+        self, query: EncodedText, sources: list[Citation], similarities: Sequence[np.ndarray] | None = None
+    ) -> Evidence:
         """The lines of `sources` that answer the query, by the token alignment of the score."""
         passages = [(s.number, s.node_id, s.text) for s in sources]
-        return evidence_for(self.index, query, passages, max_units=self.settings.retrieval.evidence_units)
+        units = self.settings.retrieval.evidence_units
+        return evidence_for(self.index, query, passages, max_units=units, similarities=similarities)
 
-    def candidate_lines(self, query: EncodedText, sources: list[Citation], count: int) -> list[EvidenceUnit]:
+    def candidate_lines(
+        self,
+        query: EncodedText,
+        sources: list[Citation],
+        count: int,
+        similarities: Sequence[np.ndarray] | None = None,
+    ) -> list[EvidenceUnit]:
         """The `count` lines of `sources` best aligned with the query, best first: what a line judge reads.
 
         Lead-ins ("For a piece that has darkened in a drawer:") are left out: quoted alone they say nothing, and the
         lines after them, which hold the answer, are candidates of their own."""
         passages = [(s.number, s.node_id, s.text) for s in sources]
-        ranked = evidence_for(self.index, query, passages, max_units=1000, ranked_only=True).units
+        ranked = evidence_for(
+            self.index, query, passages, max_units=1000, ranked_only=True, similarities=similarities
+        ).units
         return [unit for unit in ranked if not unit.text.rstrip().endswith(":")][:count]
 
     def with_part_lines(
@@ -339,20 +364,7 @@ class Assistant:
     ) -> list[EvidenceUnit]:
         """The lines chosen for the whole message, plus the best-aligned line of each of its questions where that
         line is not among them: a message that asks two things gets a line for each, and loses none it had."""
-        lines = {(unit.source_number, unit.position): unit for unit in chosen}
-        for part in part_queries:
-            for unit in self.candidate_lines(part, sources, 1):
-                lines.setdefault((unit.source_number, unit.position), unit)
-        return list(lines.values())
-
-    @staticmethod
-    def with_named_rows(chosen: list[EvidenceUnit], named_rows: list[EvidenceUnit]) -> list[EvidenceUnit]:
-        """The lines chosen, plus the table rows the client's message names by a value it gives ("I'm a UK 8",
-        `table_rows.rows_named_by`), which the token alignment reads poorly."""
-        lines = {(unit.source_number, unit.position): unit for unit in chosen}
-        for unit in named_rows:
-            lines.setdefault((unit.source_number, unit.position), unit)
-        return list(lines.values())
+        return merged_lines(chosen, [unit for part in part_queries for unit in self.candidate_lines(part, sources, 1)])
 
     def handoff_text(self) -> str:
         return " ".join(part for part in (self.brand.strings.abstain, self.brand.handoff) if part)
@@ -391,7 +403,8 @@ class Assistant:
         retrieved_at = time.perf_counter()
         top_score = sources[0].score if sources else None
         # The whole message's evidence is read from its own passages; a part's added passage serves that part.
-        evidence = self.evidence(query, found) if found else None
+        found_alignments = self.alignments(query, found)
+        evidence = self.evidence(query, found, found_alignments) if found else None
         evidence_at = time.perf_counter()
         timings = {"retrieval": (retrieved_at - started) * 1000, "evidence": (evidence_at - retrieved_at) * 1000}
         evidence_lines = [f"[{u.source_number}] {u.text}" for u in evidence.units] if evidence else []
@@ -445,33 +458,32 @@ class Assistant:
         if self.settings.retrieval.answer_style in (AnswerStyle.QUOTED, AnswerStyle.JUDGED):
             # The client's own words: for a follow-up, its own encoding (searched alone too), else the query's.
             message_query = part_queries[0] if standalone != searched else query
-            similarities = [self.index.token_similarities(message_query, s.node_id) for s in found]
+            similarities = found_alignments if message_query is query else self.alignments(message_query, found)
             unknown = weakest_unknown_word(self.index.encoder, self.vocabulary(), searched, message_query, similarities)
             turn["unknown_word"], turn["unknown_word_similarity"] = unknown.word, unknown.similarity
             if unknown.similarity < self.settings.retrieval.min_unknown_word_similarity:
                 return finish_without_model("unknown_subject")
+            # A table row the message names by a value it gives ("I'm a UK 8"), which the alignment reads poorly.
+            named_rows = rows_named_by(searched, [(s.number, s.text) for s in sources])
+            turn["named_rows"] = len(named_rows)
         if self.settings.retrieval.answer_style == AnswerStyle.QUOTED:
             # No model: the best lines are the answer when the evidence is strong enough to stand on its own, or
             # when the message names a table row of the sources by a value it gives (a size to convert).
-            named_rows = rows_named_by(searched, [(s.number, s.text) for s in sources])
-            turn["named_rows"] = len(named_rows)
             if evidence.best_score < self.settings.retrieval.min_evidence_to_quote and not named_rows:
                 return finish_without_model("weak_evidence")
-            chosen = self.with_named_rows(self.with_part_lines(best_lines(), part_queries, sources), named_rows)
+            chosen = merged_lines(self.with_part_lines(best_lines(), part_queries, sources), named_rows)
             return finish_without_generation(quotation, chosen)
         if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
             # No text from the model: it judges each candidate line, and the quote is taken from its ranking.
             retrieval = self.settings.retrieval
-            candidates = self.candidate_lines(query, found, retrieval.judged_candidates)
+            candidates = self.candidate_lines(query, found, retrieval.judged_candidates, found_alignments)
             judged = LineJudge(self.chat_model).rank(standalone, candidates)
             timings["judge"] = (time.perf_counter() - evidence_at) * 1000
             best_odds = max((line.log_odds for line in judged), default=float("-inf"))
             if best_odds < retrieval.min_judge_log_odds:
                 return finish_without_model("no_line_answers", judge_log_odds=best_odds)
             chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
-            named_rows = rows_named_by(searched, [(s.number, s.text) for s in sources])
-            turn["named_rows"] = len(named_rows)
-            chosen = self.with_named_rows(self.with_part_lines(chosen, part_queries, sources), named_rows)
+            chosen = merged_lines(self.with_part_lines(chosen, part_queries, sources), named_rows)
             return finish_without_generation(quotation, chosen, judge_log_odds=best_odds)
 
         prompt_sources = [

@@ -262,12 +262,16 @@ def evidence_for(
     passages: Sequence[tuple[int, str, str]],
     max_units: int = 6,
     ranked_only: bool = False,
+    similarities: Sequence[np.ndarray] | None = None,
 ) -> Evidence:
     """`select_evidence` for retrieved passages given as (number, node id, text): the question (encoded here unless
-    it already is) is aligned with each passage's stored tokens. With `ranked_only`, the `max_units` best-aligned
-    units in score order, without the search for coverage and without lead-in followers: candidates for a judge."""
+    it already is) is aligned with each passage's stored tokens (or `similarities`, those alignments already read,
+    one per passage). With `ranked_only`, the `max_units` best-aligned units in score order, without the search for
+    coverage and without lead-in followers: candidates for a judge."""
     query = index.encoder.encode_query(question) if isinstance(question, str) else question
-    aligned = [(number, text, index.token_similarities(query, node_id)) for number, node_id, text in passages]
+    if similarities is None:
+        similarities = [index.token_similarities(query, node_id) for _, node_id, _ in passages]
+    aligned = [(number, text, matrix) for (number, _, text), matrix in zip(passages, similarities, strict=True)]
     if ranked_only:
         return select_evidence(index.encoder, query, aligned, max_units=max_units, min_gain=-1.0, follow_lead_ins=False)
     return select_evidence(index.encoder, query, aligned, max_units=max_units)

@@ -85,9 +85,8 @@ class DocumentVocabulary:
         position = 0
         for match in _WORD.finditer(message):
             word = match.group()
-            inside_sentence = not _SENTENCE_START.search(message[: match.start()])
-            if word[0].isupper() and inside_sentence:
-                continue  # a name the documents do not know is still a name
+            if word[0].isupper() and not _SENTENCE_START.search(message[: match.start()]):
+                continue  # a capitalised word inside a sentence: a name the documents do not know is still a name
             replacement = self.suggestion(word)
             if replacement is not None:
                 if word[0].isupper():

@@ -356,14 +356,19 @@ class ColBERTAttEncoder:
     def document_token_spans(self, text: str) -> np.ndarray:
         """(n, 2) character spans in `text` of the tokens `encode_documents([text])` keeps, in the same order;
         (0, 0) for [CLS], [SEP] and the marker. Maps a stored token (a MaxSim winner) back to the words it is."""
-        item = self._tokenize([text], self.settings.document_max_tokens, self._document_marker_id, is_query=False)[0]
-        spans = [span for span, kept in zip(item.offsets, item.keep, strict=True) if kept]
-        return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        return self._kept_token_spans(text, is_query=False)
 
     def query_token_spans(self, text: str) -> np.ndarray:
         """`document_token_spans` for a query: the spans in `text` of the tokens `encode_query(text)` keeps, (0, 0)
         for [CLS], [SEP], the marker and [MASK] expansion."""
-        item = self._tokenize([text], self.settings.query_max_tokens, self._query_marker_id, is_query=True)[0]
+        return self._kept_token_spans(text, is_query=True)
+
+    def _kept_token_spans(self, text: str, is_query: bool) -> np.ndarray:
+        if is_query:
+            item = self._tokenize([text], self.settings.query_max_tokens, self._query_marker_id, is_query=True)[0]
+        else:
+            limit, marker = self.settings.document_max_tokens, self._document_marker_id
+            item = self._tokenize([text], limit, marker, is_query=False)[0]
         spans = [span for span, kept in zip(item.offsets, item.keep, strict=True) if kept]
         return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
 
