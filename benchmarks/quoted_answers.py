@@ -1,17 +1,19 @@
 """The quoted answer style (`retrieval.answer_style=quoted`: the best evidence lines are the answer, no LLM) on
 the labelled questions, at every gate of a grid.
 
-    python benchmarks/quoted_answers.py [--split calibration|held_out] [--threshold 0.5] [--lines 2 --lines 3]
+    python benchmarks/quoted_answers.py [--split calibration|held_out] [--threshold 0.5] [--spread-weight 0.2]
+                                        [--lines 2 --lines 3] [--min-unknown-word-similarity 0.42]
 
 Each question is asked as a client would (a follow-up after its previous turn, in one session) with
 `min_evidence_to_quote=0` and `min_unknown_word_similarity=0`, so every question past the retrieval and evidence
-gates is quoted; a gate (t, u) then turns each quote whose evidence score is below t, or whose weakest unknown word
-(a word the documents never use, `assistant/unknown_words.py`) matches the passages below u, into the handoff.
-Scored by `colbert_att_assistant.evals.answer_scoring` like `answer_diagnosis.py`. On the calibration half the gate
-is chosen as the one with the most right answers minus twice the quotes given to unanswerable questions (an
+gates is quoted; a gate (t, w) then turns each quote whose evidence score adjusted by w x ln(spread / 0.05) (the
+ranking's score spread, `assistant/answerability.py`) is below t into the handoff, and so does the unknown-word
+gate (a word the documents never use, `assistant/unknown_words.py`, at --min-unknown-word-similarity or the
+setting). Scored by `colbert_att_assistant.evals.answer_scoring` like `answer_diagnosis.py`. On the calibration half
+the gate is chosen as the one with the most right answers minus twice the quotes given to unanswerable questions (an
 invented answer costs more than a handoff), jointly with the number of lines quoted (`quoted_lines`, one pass per
-value of --lines); the held-out half is reported at the gate given with --threshold /
---min-unknown-word-similarity and the first --lines value (by default the settings').
+value of --lines); the held-out half is reported at the gate given with --threshold / --spread-weight and the first
+--lines value (by default the settings').
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.answer_diagnosis import diagnose
 from benchmarks.assistant_eval import ask, document_of, load_qrels, percentiles
+from colbert_att_assistant.assistant.answerability import spread_adjusted
 from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
 from colbert_att_assistant.assistant.settings import AssistantSettings
 from colbert_att_assistant.evals.answer_scoring import score_answer
@@ -40,13 +43,13 @@ from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
 from colbert_att_assistant.retriever.progress import run_progress
 
 console = Console(stderr=True)
-GRID = (0.0, 0.40, 0.45, 0.50, 0.55, 0.60)
-# The weakest unknown word's similarity as a second gate (0: none). The top retrieval score was measured in this
-# place before and lost to the evidence gate alone (benchmarks/RESULTS.md, 2026-12-03).
-UNKNOWN_WORD_GRID = (0.0, 0.35, 0.38, 0.40, 0.42, 0.45)
+GRID = (0.0, 0.40, 0.425, 0.45, 0.475, 0.50, 0.525, 0.55, 0.575, 0.60, 0.65)
+# Weights of the ranking's score spread in the gate (0: the evidence score alone). The top retrieval score and the
+# weakest unknown word were measured in this place before (benchmarks/RESULTS.md, 2026-12-03 and 2026-12-04).
+SPREAD_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 INVENTION_COST = 2
-# (evidence score, weakest unknown word's similarity, table rows named by a value) of one answer
-Scores = tuple[float | None, float | None, int]
+# (evidence score, weakest unknown word's similarity, table rows named by a value, score spread) of one answer
+Scores = tuple[float | None, float | None, int, float | None]
 
 
 def outcome_if(question, row: dict, passes: bool) -> str:
@@ -59,21 +62,32 @@ def outcome_if(question, row: dict, passes: bool) -> str:
     ).outcome  # fmt: skip
 
 
-def outcome_at(question, row: dict, scores: Scores, threshold: float, min_unknown: float = 0.0) -> str:
-    """The row's outcome had quotes below `threshold` (or with an unknown word below `min_unknown`) been the
-    handoff instead."""
-    evidence_score, unknown, named_rows = scores
+def outcome_at(
+    question, row: dict, scores: Scores, threshold: float, spread_weight: float = 0.0, min_unknown: float = 0.0
+) -> str:
+    """The row's outcome had quotes whose spread-adjusted evidence is below `threshold` (or with an unknown word below
+    `min_unknown`) been the handoff instead."""
+    evidence_score, unknown, named_rows, spread = scores
     unknown = 1.0 if unknown is None else unknown
+    if evidence_score is None:
+        return outcome_if(question, row, True)
+    confidence = spread_adjusted(evidence_score, spread, spread_weight)
     # A message that names a table row by a value passes the evidence gate, as in the assistant.
-    passes = evidence_score is None or ((evidence_score >= threshold or named_rows > 0) and unknown >= min_unknown)
+    passes = (confidence >= threshold or named_rows > 0) and unknown >= min_unknown
     return outcome_if(question, row, passes)
 
 
-def breakdown(questions, rows: list[dict], scores: list[Scores], threshold: float, min_unknown: float) -> list[str]:
+def breakdown(
+    questions, rows: list[dict], scores: list[Scores], threshold: float, spread_weight: float, min_unknown: float
+) -> list[str]:
     """At the reported gate: answerable questions answered correctly by kind (the issue's groups), and leaks."""
-    outcomes = [outcome_at(q, r, s, threshold, min_unknown) for q, r, s in zip(questions, rows, scores, strict=True)]
+    outcomes = [
+        outcome_at(q, r, s, threshold, spread_weight, min_unknown)
+        for q, r, s in zip(questions, rows, scores, strict=True)
+    ]
     title = (
-        f"At min_evidence_to_quote {threshold:.2f}, min_unknown_word_similarity {min_unknown:.2f}, by kind of question:"
+        f"At min_evidence_to_quote {threshold:.3f}, score_spread_weight {spread_weight:.2f}, "
+        f"min_unknown_word_similarity {min_unknown:.2f}, by kind of question:"
     )
     return breakdown_by_kind(questions, rows, outcomes, title)
 
@@ -108,7 +122,11 @@ def quote_questions(assistant: Assistant, questions, lines: int, qrels) -> tuple
     retrieval = assistant.settings.retrieval.model_copy(update={"quoted_lines": lines})
     assistant.settings = assistant.settings.model_copy(update={"retrieval": retrieval})
     rows, answers = ask_all(assistant, questions, qrels, f"Quoting, {lines} lines")
-    return rows, [(answer.evidence_score, answer.unknown_word_similarity, answer.named_rows) for answer in answers]
+    scores = [
+        (answer.evidence_score, answer.unknown_word_similarity, answer.named_rows, answer.score_spread)
+        for answer in answers
+    ]
+    return rows, scores
 
 
 def ask_all(assistant: Assistant, questions, qrels, description: str) -> tuple[list[dict], list[AssistantAnswer]]:
@@ -129,8 +147,11 @@ def main(
     threshold: Annotated[
         float | None, typer.Option(help="min_evidence_to_quote reported (default: the setting)")
     ] = None,
+    spread_weight: Annotated[
+        float | None, typer.Option(help="score_spread_weight reported beside it (default: the setting)")
+    ] = None,
     min_unknown_word_similarity: Annotated[
-        float | None, typer.Option(help="the unknown-word gate reported beside it (default: the setting)")
+        float | None, typer.Option(help="the unknown-word gate, at every gate of the grid (default: the setting)")
     ] = None,
     lines: Annotated[
         list[int] | None, typer.Option(help="quoted_lines values (default: the setting); the first is reported")
@@ -141,6 +162,7 @@ def main(
     defaults = AssistantSettings.load().retrieval
     lines = lines or [defaults.quoted_lines]
     threshold = defaults.min_evidence_to_quote if threshold is None else threshold
+    spread_weight = defaults.score_spread_weight if spread_weight is None else spread_weight
     min_unknown = (
         defaults.min_unknown_word_similarity if min_unknown_word_similarity is None else min_unknown_word_similarity
     )
@@ -151,7 +173,12 @@ def main(
     started = time.perf_counter()
     # One index and one assistant for every pass: only the number of lines quoted changes between them.
     settings = AssistantSettings.load(
-        retrieval={"answer_style": "quoted", "min_evidence_to_quote": 0.0, "min_unknown_word_similarity": 0.0}
+        retrieval={
+            "answer_style": "quoted",
+            "min_evidence_to_quote": 0.0,
+            "score_spread_weight": 0.0,
+            "min_unknown_word_similarity": 0.0,
+        }
     )
     index, _ = index_brand_documents(settings)
     assistant = Assistant.from_settings(settings, index=index)
@@ -162,12 +189,15 @@ def main(
     table = {}
     for count, (rows, scores) in runs.items():
         for t in sorted({*GRID, threshold}):
-            for top in sorted({*UNKNOWN_WORD_GRID, min_unknown}):
-                table[count, t, top] = Counter(
-                    outcome_at(q, r, s, t, top) for q, r, s in zip(questions, rows, scores, strict=True)
+            for weight in sorted({*SPREAD_WEIGHT_GRID, spread_weight}):
+                table[count, t, weight] = Counter(
+                    outcome_at(q, r, s, t, weight, min_unknown) for q, r, s in zip(questions, rows, scores, strict=True)
                 )
-    # Ties go to the stricter gate: fewer invented answers for as many right ones.
-    best = max(table, key=lambda key: (table[key]["correct"] - INVENTION_COST * table[key]["invented"], key[1], key[2]))
+    # Ties go to the stricter threshold (fewer invented answers for as many right ones), then to the smaller spread
+    # weight (the least change to the evidence score).
+    best = max(
+        table, key=lambda key: (table[key]["correct"] - INVENTION_COST * table[key]["invented"], key[1], -key[2])
+    )
     rows, scores = runs[lines[0]]
     latency = percentiles([r["first_token_ms"] for r in rows if r["first_token_ms"] is not None])
     report = [
@@ -177,30 +207,34 @@ def main(
         f"- time to the whole answer (retrieval + evidence + quote) p50 / p95, {lines[0]} lines: "
         f"{latency['p50']} / {latency['p95']} ms",
         "",
-        "| quoted_lines | min_evidence_to_quote | min_unknown_word_similarity | answerable correct | "
+        "| quoted_lines | min_evidence_to_quote | score_spread_weight | answerable correct | "
         "answerable wrong | answerable declined | unanswerable invented | unanswerable abstained |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (count, t, top), outcomes in table.items():
-        # Every line count without the second gate; the second gate's grid for the reported line count.
-        if top and count != lines[0] and (count, t, top) != best:
+    for (count, t, weight), outcomes in table.items():
+        # Every line count without the spread; the spread's grid for the reported line count.
+        if weight and count != lines[0] and (count, t, weight) != best:
             continue
         wrong = outcomes["wrong_fact"] + outcomes["wrong_citation"]
         declined = outcomes["declined_with_evidence"] + outcomes["declined_no_evidence"]
-        mark = " (chosen: most right minus 2 x invented)" if split == "calibration" and (count, t, top) == best else ""
-        mark += " (reported)" if (count, t, top) == (lines[0], threshold, min_unknown) else ""
+        mark = (
+            " (chosen: most right minus 2 x invented)" if split == "calibration" and (count, t, weight) == best else ""
+        )
+        mark += " (reported)" if (count, t, weight) == (lines[0], threshold, spread_weight) else ""
         report.append(
-            f"| {count} | {t:.2f} | {top:.2f}{mark} | {outcomes['correct']} / {answerable} | {wrong} | {declined} | "
+            f"| {count} | {t:.3f} | {weight:.2f}{mark} | {outcomes['correct']} / {answerable} | {wrong} | {declined} | "
             f"{outcomes['invented']} / {unanswerable} | {outcomes['abstained_correctly']} |"
         )
-    report += breakdown(questions, rows, scores, threshold, min_unknown)
+    report += breakdown(questions, rows, scores, threshold, spread_weight, min_unknown)
     print("\n".join(report))
     if record:
         result = {
             **header,
             "split": split,
             "outcomes": {f"{count} lines, {t}, {top}": dict(c) for (count, t, top), c in table.items()},
-            "chosen": list(best) if split == "calibration" else [lines[0], threshold, min_unknown],
+            "chosen": list(best) if split == "calibration" else [lines[0], threshold, spread_weight],
+            "min_unknown_word_similarity": min_unknown,
+            "score_spread": [s[3] for s in runs[lines[0]][1]],
             "rows": rows,
             "gold_documents": {q.id: sorted({document_of(c) for c in qrels.get(q.id, set())}) for q in questions},
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from colbert_att_assistant.assistant import Assistant, Audience
+from colbert_att_assistant.assistant.answerability import REFERENCE_SPREAD
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 
 
@@ -219,6 +220,27 @@ def _quoted(assistant_settings, kb_assistant, chat_model, **retrieval) -> Assist
         update={"retrieval": assistant_settings.retrieval.model_copy(update={"answer_style": "quoted", **retrieval})}
     )
     return Assistant(kb_assistant.index, RecordingChatModel(chat_model), settings)
+
+
+def test_a_question_whose_ranking_is_flat_is_handed_off_though_a_line_matches_its_words(
+    assistant_settings, kb_assistant, chat_model
+):
+    evidence_only = _quoted(
+        assistant_settings, kb_assistant, chat_model, min_evidence_to_quote=0.5, score_spread_weight=0
+    )
+    with_spread = _quoted(
+        assistant_settings, kb_assistant, chat_model, min_evidence_to_quote=0.45, score_spread_weight=0.4
+    )
+    velvet = "How do I clean a velvet jacket?"  # the guides cover suede and nubuck, not velvet
+    # A suede line matches the question's words well enough to be quoted on its evidence alone...
+    assert not evidence_only.answer(velvet).abstained
+    # ...but no passage stands out of the ranking, and weighed with that the quote becomes the handoff.
+    handed_off = with_spread.answer(velvet)
+    assert handed_off.abstained and handed_off.abstain_reason == "weak_evidence"
+    assert handed_off.score_spread < REFERENCE_SPREAD
+    answered = with_spread.answer("How much does express delivery cost?")
+    assert not answered.abstained and "€" in answered.text
+    assert answered.score_spread > REFERENCE_SPREAD > handed_off.score_spread
 
 
 def test_a_misspelt_question_is_searched_with_the_documents_own_words(assistant_settings, kb_assistant, chat_model):

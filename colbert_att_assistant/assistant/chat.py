@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from colbert_att_assistant.assistant.abstention import AbstentionCalibration
 from colbert_att_assistant.assistant.answer_check import DraftChecker
+from colbert_att_assistant.assistant.answerability import SPREAD_DEPTH, score_spread, spread_adjusted
 from colbert_att_assistant.assistant.brand import BrandProfile
 from colbert_att_assistant.assistant.citations import NumberMismatch
 from colbert_att_assistant.assistant.evidence import Evidence, EvidenceUnit, evidence_for, with_context
@@ -102,6 +103,10 @@ class AssistantAnswer(BaseModel):
     audience: Audience
     top_score: float | None = None
     evidence_score: float | None = None
+    score_spread: float | None = Field(
+        default=None,
+        description="Standard deviation over mean of the top retrieval scores: how much the best passages stand out.",
+    )
     judge_log_odds: float | None = Field(
         default=None, description="Judged style: the LLM's log-odds that the best-judged line answers the question."
     )
@@ -294,6 +299,15 @@ class Assistant:
         stored-document read and a tokenisation per passage, which customers' turns do not pay."""
         return self._citations(query, audience, scoring, self.settings.retrieval.top_k, first_number=1)
 
+    def retrieve_with_spread(
+        self, query: EncodedText, audience: Audience, scoring: ScoringMode | None = None
+    ) -> tuple[list[Citation], float | None]:
+        """`retrieve`, and the spread of the ranking's top scores (`answerability.score_spread`), read from a
+        deeper search than the passages kept."""
+        top_k = self.settings.retrieval.top_k
+        hits = self._hits(query, audience, scoring, max(top_k, SPREAD_DEPTH))
+        return self._numbered(hits[:top_k], query, audience, scoring, 1), score_spread([h.score for h in hits])
+
     def part_sources(
         self,
         part_queries: Sequence[EncodedText],
@@ -312,22 +326,34 @@ class Assistant:
                     extra.append(hit)
         return extra
 
-    def _citations(
-        self, query: EncodedText, audience: Audience, scoring: ScoringMode | None, top_k: int, first_number: int
+    def _hits(self, query: EncodedText, audience: Audience, scoring: ScoringMode | None, top_k: int) -> list[SearchHit]:
+        return self.index.search(
+            query,
+            top_k=top_k,
+            mode=scoring or self.settings.retrieval.scoring,
+            filters=PUBLIC_ONLY if audience is Audience.CUSTOMER else None,
+            explain=audience is Audience.STAFF,
+        )
+
+    def _numbered(
+        self,
+        hits: Sequence[SearchHit],
+        query: EncodedText,
+        audience: Audience,
+        scoring: ScoringMode | None,
+        first_number: int,
     ) -> list[Citation]:
         scoring = scoring or self.settings.retrieval.scoring
         staff = audience is Audience.STAFF
-        hits = self.index.search(
-            query,
-            top_k=top_k,
-            mode=scoring,
-            filters=PUBLIC_ONLY if audience is Audience.CUSTOMER else None,
-            explain=staff,
-        )
         return [
             _citation(number, hit, explain_hit(hit, self.index, query, scoring) if staff else None)
             for number, hit in enumerate(hits, start=first_number)
         ]
+
+    def _citations(
+        self, query: EncodedText, audience: Audience, scoring: ScoringMode | None, top_k: int, first_number: int
+    ) -> list[Citation]:
+        return self._numbered(self._hits(query, audience, scoring, top_k), query, audience, scoring, first_number)
 
     def alignments(self, query: EncodedText, sources: list[Citation]) -> list[np.ndarray]:
         """The (query tokens, passage tokens) cosine matrix of each source, read once per turn and shared by the
@@ -398,7 +424,7 @@ class Assistant:
         parts = own_questions(searched, standalone)
         part_queries = self.index.encoder.encode_queries(parts) if parts else []
         chosen_scoring = ScoringMode(scoring) if scoring else None
-        found = self.retrieve(query, audience, chosen_scoring)
+        found, spread = self.retrieve_with_spread(query, audience, chosen_scoring)
         sources = [*found, *self.part_sources(part_queries, audience, chosen_scoring, found)]
         retrieved_at = time.perf_counter()
         top_score = sources[0].score if sources else None
@@ -416,6 +442,7 @@ class Assistant:
         turn = dict(
             sources=sources, evidence=evidence_lines, question=question, standalone_question=standalone,
             audience=audience, top_score=top_score, evidence_score=evidence.best_score if evidence else None,
+            score_spread=spread,
         )  # fmt: skip
 
         def abstention(reason: AbstainReason, **extra: Any) -> AssistantAnswer:
@@ -467,9 +494,12 @@ class Assistant:
             named_rows = rows_named_by(searched, [(s.number, s.text) for s in sources])
             turn["named_rows"] = len(named_rows)
         if self.settings.retrieval.answer_style == AnswerStyle.QUOTED:
-            # No model: the best lines are the answer when the evidence is strong enough to stand on its own, or
-            # when the message names a table row of the sources by a value it gives (a size to convert).
-            if evidence.best_score < self.settings.retrieval.min_evidence_to_quote and not named_rows:
+            # No model: the best lines are the answer when the evidence, weighed with how much the best passages
+            # stand out of the ranking, is strong enough to stand on its own, or when the message names a table row
+            # of the sources by a value it gives (a size to convert).
+            retrieval = self.settings.retrieval
+            confidence = spread_adjusted(evidence.best_score, spread, retrieval.score_spread_weight)
+            if confidence < retrieval.min_evidence_to_quote and not named_rows:
                 return finish_without_model("weak_evidence")
             chosen = merged_lines(self.with_part_lines(best_lines(), part_queries, sources), named_rows)
             return finish_without_generation(quotation, chosen)
