@@ -122,7 +122,7 @@ class AssistantAnswer(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
-def _citation(number: int, hit: SearchHit, explanation: SourceExplanation | None = None) -> Citation:
+def citation_of(number: int, hit: SearchHit, explanation: SourceExplanation | None = None) -> Citation:
     metadata = hit.metadata
     return Citation(
         number=number,
@@ -346,7 +346,7 @@ class Assistant:
         scoring = scoring or self.settings.retrieval.scoring
         staff = audience is Audience.STAFF
         return [
-            _citation(number, hit, explain_hit(hit, self.index, query, scoring) if staff else None)
+            citation_of(number, hit, explain_hit(hit, self.index, query, scoring) if staff else None)
             for number, hit in enumerate(hits, start=first_number)
         ]
 
