@@ -69,7 +69,8 @@ def main(
 
     def outcomes_at(t: float) -> list[str]:
         return [
-            outcome_if(q, r, odds is None or odds >= t) for q, r, odds in zip(questions, rows, log_odds, strict=True)
+            outcome_if(q, r, odds is None or odds >= t, defaults.staff_weak_matches)
+            for q, r, odds in zip(questions, rows, log_odds, strict=True)
         ]
 
     table = {t: Counter(outcomes_at(t)) for t in sorted({*GRID, threshold})}

@@ -11,9 +11,10 @@ ranking's score spread, `assistant/answerability.py`) is below t into the handof
 gate (a word the documents never use, `assistant/unknown_words.py`, at --min-unknown-word-similarity or the
 setting). Scored by `colbert_att_assistant.evals.answer_scoring` like `answer_diagnosis.py`. On the calibration half
 the gate is chosen as the one with the most right answers minus twice the quotes given to unanswerable questions (an
-invented answer costs more than a handoff), jointly with the number of lines quoted (`quoted_lines`, one pass per
-value of --lines); the held-out half is reported at the gate given with --threshold / --spread-weight and the first
---lines value (by default the settings').
+invented answer costs more than a handoff), averaged with its neighbours on the grid (`chosen_gate`), jointly with
+the number of lines quoted (`quoted_lines`, one pass per value of --lines); the held-out half is reported at the
+gate given with --threshold / --spread-weight and the first --lines value (by default the settings'). Staff
+questions below a gate count as quoted (weak matches, `staff_weak_matches`) when the setting says so.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from benchmarks.answer_diagnosis import diagnose
 from benchmarks.assistant_eval import ask, document_of, load_qrels, percentiles
 from colbert_att_assistant.assistant.answerability import spread_adjusted
 from colbert_att_assistant.assistant.chat import Assistant, AssistantAnswer
-from colbert_att_assistant.assistant.settings import AssistantSettings
+from colbert_att_assistant.assistant.settings import AssistantSettings, Audience
 from colbert_att_assistant.evals.answer_scoring import score_answer
 from colbert_att_assistant.evals.labelled_questions import load_questions
 from colbert_att_assistant.evals.results_log import record_run, run_header
@@ -52,9 +53,10 @@ INVENTION_COST = 2
 Scores = tuple[float | None, float | None, int, float | None]
 
 
-def outcome_if(question, row: dict, passes: bool) -> str:
-    """The row's outcome, or had its answer been the handoff instead when it does not pass a gate."""
-    if row["abstained"] or passes:
+def outcome_if(question, row: dict, passes: bool, staff_weak_matches: bool = False) -> str:
+    """The row's outcome, or had its answer been the handoff instead when it does not pass a gate (staff questions
+    are quoted as weak matches instead, with `staff_weak_matches`)."""
+    if row["abstained"] or passes or (staff_weak_matches and question.asked_by is Audience.STAFF):
         return row["outcome"]
     return score_answer(
         question, answer_text="", abstained=True, cited_documents=[], shown_documents=row["shown_docs"],
@@ -63,7 +65,13 @@ def outcome_if(question, row: dict, passes: bool) -> str:
 
 
 def outcome_at(
-    question, row: dict, scores: Scores, threshold: float, spread_weight: float = 0.0, min_unknown: float = 0.0
+    question,
+    row: dict,
+    scores: Scores,
+    threshold: float,
+    spread_weight: float = 0.0,
+    min_unknown: float = 0.0,
+    staff_weak_matches: bool = False,
 ) -> str:
     """The row's outcome had quotes whose spread-adjusted evidence is below `threshold` (or with an unknown word below
     `min_unknown`) been the handoff instead."""
@@ -74,15 +82,48 @@ def outcome_at(
     confidence = spread_adjusted(evidence_score, spread, spread_weight)
     # A message that names a table row by a value passes the evidence gate, as in the assistant.
     passes = (confidence >= threshold or named_rows > 0) and unknown >= min_unknown
-    return outcome_if(question, row, passes)
+    return outcome_if(question, row, passes, staff_weak_matches)
+
+
+def gate_value(outcomes: Counter) -> int:
+    """Right answers minus INVENTION_COST x the quotes given to unanswerable questions."""
+    return outcomes["correct"] - INVENTION_COST * outcomes["invented"]
+
+
+def chosen_gate(table: dict[tuple[int, float, float], Counter]) -> tuple[int, float, float]:
+    """The (lines, threshold, spread weight) whose value, averaged with its neighbours on the grid (the next
+    threshold and weight either side), is highest: a gate in a broad good region rather than a lone peak, which a
+    few questions more or less would move. Ties go to the better value of its own, then to the stricter threshold
+    (fewer invented answers for as many right ones), then to the smaller weight (the least change to the evidence)."""
+    thresholds = sorted({t for _, t, _ in table})
+    weights = sorted({w for _, _, w in table})
+
+    def smoothed(key: tuple[int, float, float]) -> float:
+        count, t, w = key
+        i, j = thresholds.index(t), weights.index(w)
+        near = [
+            table[count, thresholds[a], weights[b]]
+            for a in range(max(i - 1, 0), min(i + 2, len(thresholds)))
+            for b in range(max(j - 1, 0), min(j + 2, len(weights)))
+            if (count, thresholds[a], weights[b]) in table
+        ]
+        return sum(gate_value(outcomes) for outcomes in near) / len(near)
+
+    return max(table, key=lambda key: (smoothed(key), gate_value(table[key]), key[1], -key[2]))
 
 
 def breakdown(
-    questions, rows: list[dict], scores: list[Scores], threshold: float, spread_weight: float, min_unknown: float
+    questions,
+    rows: list[dict],
+    scores: list[Scores],
+    threshold: float,
+    spread_weight: float,
+    min_unknown: float,
+    staff_weak_matches: bool,
 ) -> list[str]:
     """At the reported gate: answerable questions answered correctly by kind (the issue's groups), and leaks."""
     outcomes = [
-        outcome_at(q, r, s, threshold, spread_weight, min_unknown)
+        outcome_at(q, r, s, threshold, spread_weight, min_unknown, staff_weak_matches)
         for q, r, s in zip(questions, rows, scores, strict=True)
     ]
     title = (
@@ -163,6 +204,7 @@ def main(
     lines = lines or [defaults.quoted_lines]
     threshold = defaults.min_evidence_to_quote if threshold is None else threshold
     spread_weight = defaults.score_spread_weight if spread_weight is None else spread_weight
+    staff_weak = defaults.staff_weak_matches
     min_unknown = (
         defaults.min_unknown_word_similarity if min_unknown_word_similarity is None else min_unknown_word_similarity
     )
@@ -191,13 +233,10 @@ def main(
         for t in sorted({*GRID, threshold}):
             for weight in sorted({*SPREAD_WEIGHT_GRID, spread_weight}):
                 table[count, t, weight] = Counter(
-                    outcome_at(q, r, s, t, weight, min_unknown) for q, r, s in zip(questions, rows, scores, strict=True)
+                    outcome_at(q, r, s, t, weight, min_unknown, staff_weak)
+                    for q, r, s in zip(questions, rows, scores, strict=True)
                 )
-    # Ties go to the stricter threshold (fewer invented answers for as many right ones), then to the smaller spread
-    # weight (the least change to the evidence score).
-    best = max(
-        table, key=lambda key: (table[key]["correct"] - INVENTION_COST * table[key]["invented"], key[1], -key[2])
-    )
+    best = chosen_gate(table)
     rows, scores = runs[lines[0]]
     latency = percentiles([r["first_token_ms"] for r in rows if r["first_token_ms"] is not None])
     report = [
@@ -225,7 +264,7 @@ def main(
             f"| {count} | {t:.3f} | {weight:.2f}{mark} | {outcomes['correct']} / {answerable} | {wrong} | {declined} | "
             f"{outcomes['invented']} / {unanswerable} | {outcomes['abstained_correctly']} |"
         )
-    report += breakdown(questions, rows, scores, threshold, spread_weight, min_unknown)
+    report += breakdown(questions, rows, scores, threshold, spread_weight, min_unknown, staff_weak)
     print("\n".join(report))
     if record:
         result = {

@@ -243,6 +243,21 @@ def test_a_question_whose_ranking_is_flat_is_handed_off_though_a_line_matches_it
     assert answered.score_spread > REFERENCE_SPREAD > handed_off.score_spread
 
 
+def test_staff_see_weakly_matching_lines_marked_as_such_where_a_client_is_handed_off(
+    assistant_settings, kb_assistant, chat_model
+):
+    strict = {"min_evidence_to_quote": 0.99}  # no line clears it
+    question = "What may I offer a client whose repair took longer than promised?"
+    client = _quoted(assistant_settings, kb_assistant, chat_model, **strict).answer(question)
+    assert client.abstained and client.abstain_reason == "weak_evidence" and not client.weak_match
+    staff = _quoted(assistant_settings, kb_assistant, chat_model, **strict).answer(question, audience=Audience.STAFF)
+    assert not staff.abstained and staff.weak_match
+    assert staff.answer_path == "extractive" and staff.citations
+    assert staff.grounding_note and "Weak match" in staff.grounding_note  # the reader is told, with the lines
+    handed_off = _quoted(assistant_settings, kb_assistant, chat_model, staff_weak_matches=False, **strict)
+    assert handed_off.answer(question, audience=Audience.STAFF).abstained
+
+
 def test_a_misspelt_question_is_searched_with_the_documents_own_words(assistant_settings, kb_assistant, chat_model):
     message = "my crocodle clutch needs conditoning, what shoud i use"
     ungated = {"min_evidence_to_quote": 0.0}

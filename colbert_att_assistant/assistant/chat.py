@@ -61,6 +61,11 @@ AbstainReason = Literal["invalid_message", "weak_retrieval", "weak_evidence", "n
                         "unsupported_answer", "no_line_answers", "unknown_subject"]  # fmt: skip
 # How the text shown was made: by the model (checked sentence by sentence), quoted from the evidence, or neither.
 AnswerPath = Literal["generated", "extractive", "abstained", "invalid"]
+# Shown to staff under lines quoted although they match the question weakly (customers get the handoff instead).
+WEAK_MATCH_NOTE = (
+    "Weak match: these are the closest lines of the documents, but none clearly answers the question. "
+    "Check the sources before relying on them; the documents may not cover it."
+)
 PUBLIC_ONLY = MetadataFilters(filters=[MetadataFilter(key="audience", value="public", operator=FilterOperator.EQ)])
 
 
@@ -95,6 +100,10 @@ class AssistantAnswer(BaseModel):
         default=0, description='Table rows the message named by a value it gave ("UK 8"), quoted with the answer.'
     )
     answer_path: AnswerPath = "generated"
+    weak_match: bool = Field(
+        default=False,
+        description="Staff mode: quoted although below the quote gate, with a note that the lines match weakly.",
+    )
     citations: list[Citation] = Field(default_factory=list, description="Sources the answer cites, in order.")
     sources: list[Citation] = Field(default_factory=list, description="Every source retrieved for the turn.")
     evidence: list[str] = Field(default_factory=list, description="The lines of the sources the model was shown.")
@@ -314,17 +323,21 @@ class Assistant:
         audience: Audience,
         scoring: ScoringMode | None,
         found: list[Citation],
-    ) -> list[Citation]:
+    ) -> tuple[list[Citation], list[float | None]]:
         """For a message that asks several things, each question's best passage that the whole message did not
-        find, numbered after `found`: a second question about another topic gets its source."""
+        find, numbered after `found`: a second question about another topic gets its source. Also the score spread
+        of each question's own ranking."""
         extra: list[Citation] = []
+        spreads: list[float | None] = []
         seen = {citation.node_id for citation in found}
         for part in part_queries:
-            for hit in self._citations(part, audience, scoring, 1, first_number=len(found) + len(extra) + 1):
+            hits = self._hits(part, audience, scoring, SPREAD_DEPTH)
+            spreads.append(score_spread([h.score for h in hits]))
+            for hit in self._numbered(hits[:1], part, audience, scoring, first_number=len(found) + len(extra) + 1):
                 if hit.node_id not in seen:
                     seen.add(hit.node_id)
                     extra.append(hit)
-        return extra
+        return extra, spreads
 
     def _hits(self, query: EncodedText, audience: Audience, scoring: ScoringMode | None, top_k: int) -> list[SearchHit]:
         return self.index.search(
@@ -425,7 +438,11 @@ class Assistant:
         part_queries = self.index.encoder.encode_queries(parts) if parts else []
         chosen_scoring = ScoringMode(scoring) if scoring else None
         found, spread = self.retrieve_with_spread(query, audience, chosen_scoring)
-        sources = [*found, *self.part_sources(part_queries, audience, chosen_scoring, found)]
+        added, part_spreads = self.part_sources(part_queries, audience, chosen_scoring, found)
+        sources = [*found, *added]
+        # A message is as answerable as the clearest of its searches: a follow-up's own words ("what about my suede
+        # loafers?") can single out their passage where the question joined with the turn before matches many.
+        spread = max((s for s in [spread, *part_spreads] if s is not None), default=None)
         retrieved_at = time.perf_counter()
         top_score = sources[0].score if sources else None
         # The whole message's evidence is read from its own passages; a part's added passage serves that part.
@@ -482,6 +499,8 @@ class Assistant:
             return finish_without_model("weak_retrieval")
         if evidence.best_score < self.min_evidence_to_answer:
             return finish_without_model("weak_evidence")
+        # Staff read the sources themselves: lines below the quote gate are more use to them than a handoff.
+        staff_sees_weak_matches = audience is Audience.STAFF and self.settings.retrieval.staff_weak_matches
         if self.settings.retrieval.answer_style in (AnswerStyle.QUOTED, AnswerStyle.JUDGED):
             # The client's own words: for a follow-up, its own encoding (searched alone too), else the query's.
             message_query = part_queries[0] if standalone != searched else query
@@ -499,9 +518,11 @@ class Assistant:
             # of the sources by a value it gives (a size to convert).
             retrieval = self.settings.retrieval
             confidence = spread_adjusted(evidence.best_score, spread, retrieval.score_spread_weight)
-            if confidence < retrieval.min_evidence_to_quote and not named_rows:
-                return finish_without_model("weak_evidence")
             chosen = merged_lines(self.with_part_lines(best_lines(), part_queries, sources), named_rows)
+            if confidence < retrieval.min_evidence_to_quote and not named_rows:
+                if not staff_sees_weak_matches:
+                    return finish_without_model("weak_evidence")
+                return finish_without_generation(quotation, chosen, weak_match=True, grounding_note=WEAK_MATCH_NOTE)
             return finish_without_generation(quotation, chosen)
         if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
             # No text from the model: it judges each candidate line, and the quote is taken from its ranking.
@@ -510,10 +531,13 @@ class Assistant:
             judged = LineJudge(self.chat_model).rank(standalone, candidates)
             timings["judge"] = (time.perf_counter() - evidence_at) * 1000
             best_odds = max((line.log_odds for line in judged), default=float("-inf"))
-            if best_odds < retrieval.min_judge_log_odds:
-                return finish_without_model("no_line_answers", judge_log_odds=best_odds)
             chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
             chosen = merged_lines(self.with_part_lines(chosen, part_queries, sources), named_rows)
+            if best_odds < retrieval.min_judge_log_odds:
+                if not staff_sees_weak_matches or not chosen:
+                    return finish_without_model("no_line_answers", judge_log_odds=best_odds)
+                weak = {"weak_match": True, "grounding_note": WEAK_MATCH_NOTE}
+                return finish_without_generation(quotation, chosen, judge_log_odds=best_odds, **weak)
             return finish_without_generation(quotation, chosen, judge_log_odds=best_odds)
 
         prompt_sources = [
