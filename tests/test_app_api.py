@@ -23,6 +23,7 @@ def test_chat_answers_with_citations_that_link_to_public_passages(app_server):
     body = reply.json()
     assert not body["abstained"] and "25" in body["answer"]
     assert body["grounding_note"] is None, body  # a faithful answer passes the grounding judge
+    assert body["weak_match"] is False  # only staff are shown weak matches
     assert body["citations"] and body["citations"][0]["url"].startswith("/passages/")
     passage = httpx.get(base + body["citations"][0]["url"])
     assert passage.status_code == 200 and body["citations"][0]["title"] in passage.text

@@ -256,6 +256,10 @@ def test_staff_see_weakly_matching_lines_marked_as_such_where_a_client_is_handed
     assert staff.grounding_note and "Weak match" in staff.grounding_note  # the reader is told, with the lines
     handed_off = _quoted(assistant_settings, kb_assistant, chat_model, staff_weak_matches=False, **strict)
     assert handed_off.answer(question, audience=Audience.STAFF).abstained
+    # The same below the evidence gate that comes before any style's own gate.
+    early = _quoted(assistant_settings, kb_assistant, chat_model, min_evidence_to_answer=0.99)
+    assert early.answer(question).abstain_reason == "weak_evidence"
+    assert early.answer(question, audience=Audience.STAFF).weak_match
 
 
 def test_a_misspelt_question_is_searched_with_the_documents_own_words(assistant_settings, kb_assistant, chat_model):

@@ -495,12 +495,19 @@ class Assistant:
 
         if evidence is None or not evidence.units:
             return finish_without_model("no_sources")
-        if top_score is not None and top_score < self.min_score_to_answer:
+        # Staff read the sources themselves: in the quoted and judged styles, lines below a gate are more use to
+        # them than a handoff, and are quoted marked as a weak match.
+        staff_sees_weak_matches = (
+            audience is Audience.STAFF
+            and self.settings.retrieval.staff_weak_matches
+            and self.settings.retrieval.answer_style in (AnswerStyle.QUOTED, AnswerStyle.JUDGED)
+        )
+        weak_retrieval = top_score is not None and top_score < self.min_score_to_answer
+        weak_evidence = evidence.best_score < self.min_evidence_to_answer
+        if weak_retrieval and not staff_sees_weak_matches:
             return finish_without_model("weak_retrieval")
-        if evidence.best_score < self.min_evidence_to_answer:
+        if weak_evidence and not staff_sees_weak_matches:
             return finish_without_model("weak_evidence")
-        # Staff read the sources themselves: lines below the quote gate are more use to them than a handoff.
-        staff_sees_weak_matches = audience is Audience.STAFF and self.settings.retrieval.staff_weak_matches
         if self.settings.retrieval.answer_style in (AnswerStyle.QUOTED, AnswerStyle.JUDGED):
             # The client's own words: for a follow-up, its own encoding (searched alone too), else the query's.
             message_query = part_queries[0] if standalone != searched else query
@@ -519,7 +526,7 @@ class Assistant:
             retrieval = self.settings.retrieval
             confidence = spread_adjusted(evidence.best_score, spread, retrieval.score_spread_weight)
             chosen = merged_lines(self.with_part_lines(best_lines(), part_queries, sources), named_rows)
-            if confidence < retrieval.min_evidence_to_quote and not named_rows:
+            if weak_retrieval or weak_evidence or (confidence < retrieval.min_evidence_to_quote and not named_rows):
                 if not staff_sees_weak_matches:
                     return finish_without_model("weak_evidence")
                 return finish_without_generation(quotation, chosen, weak_match=True, grounding_note=WEAK_MATCH_NOTE)
@@ -533,7 +540,7 @@ class Assistant:
             best_odds = max((line.log_odds for line in judged), default=float("-inf"))
             chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
             chosen = merged_lines(self.with_part_lines(chosen, part_queries, sources), named_rows)
-            if best_odds < retrieval.min_judge_log_odds:
+            if weak_retrieval or weak_evidence or best_odds < retrieval.min_judge_log_odds:
                 if not staff_sees_weak_matches or not chosen:
                     return finish_without_model("no_line_answers", judge_log_odds=best_odds)
                 weak = {"weak_match": True, "grounding_note": WEAK_MATCH_NOTE}

@@ -84,6 +84,9 @@ class ChatResponse(BaseModel):
     turn_id: int | None = Field(default=None, description="Names this answer in POST /api/feedback.")
     number_mismatches: list[str]
     grounding_note: str | None = Field(default=None, description="Set when the answer is weakly supported.")
+    weak_match: bool = Field(
+        default=False, description="Staff mode: the closest lines, quoted although none clearly answers (see the note)."
+    )
 
 
 def _response(answer: AssistantAnswer, session: ResolvedSession, turn_id: int | None, note: str | None) -> ChatResponse:
@@ -107,6 +110,7 @@ def _response(answer: AssistantAnswer, session: ResolvedSession, turn_id: int | 
         turn_id=turn_id,
         number_mismatches=sorted({m.number for m in answer.number_mismatches}),
         grounding_note=note,
+        weak_match=answer.weak_match,
     )
 
 
