@@ -50,6 +50,7 @@ def test_a_cited_answer_without_streaming(client, app_server):
     check_in_order(text, citations)
     assert any("Delivery" in c["title"] for c in citations)
     assert completion.model_extra["assistant"]["abstained"] is False
+    assert completion.model_extra["assistant"]["weak_match"] is False
     assert completion.usage.completion_tokens > 0
     # The passage the citation links to is served.
     assert httpx.get(citations[0]["url"]).status_code == 200

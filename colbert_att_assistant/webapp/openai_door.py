@@ -9,7 +9,7 @@ work against it: `POST /v1/chat/completions` (streamed or not) and `GET /v1/mode
 - The reply's message is the cited answer, its citation markers renumbered 1, 2, 3… in order of first use and the
   sources listed under it. The same citations are in the extra field `citations` (on the completion, and on the
   last chunk of a stream): `[{number, title, section, label, url, document_id}]`; `assistant` holds
-  `{abstained, abstain_reason, answer_path, grounding_note, turn_id}`.
+  `{abstained, abstain_reason, answer_path, grounding_note, weak_match, turn_id}`.
 - `usage` counts tokens with the assistant's own model tokenizer: the client's message as the prompt (the
   retrieved passages the model read are not counted) and the answer shown as the completion.
 - Sampling parameters (temperature, max_tokens, …) are accepted and ignored: answers are checked against their
@@ -225,6 +225,7 @@ def openai_router(services: AppServices) -> APIRouter:
                 "abstain_reason": answer.abstain_reason,
                 "answer_path": answer.answer_path,
                 "grounding_note": note,
+                "weak_match": answer.weak_match,
                 "turn_id": turn_id,
             }
             count = assistant.chat_model.count_tokens
