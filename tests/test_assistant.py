@@ -241,6 +241,10 @@ def test_a_question_whose_ranking_is_flat_is_handed_off_though_a_line_matches_it
     answered = with_spread.answer("How much does express delivery cost?")
     assert not answered.abstained and "€" in answered.text
     assert answered.score_spread > REFERENCE_SPREAD > handed_off.score_spread
+    # The shipped settings weigh the spread too.
+    shipped = _quoted(assistant_settings, kb_assistant, chat_model)
+    assert shipped.settings.retrieval.score_spread_weight > 0
+    assert shipped.answer(velvet).abstained and not shipped.answer("How much does express delivery cost?").abstained
 
 
 def test_staff_see_weakly_matching_lines_marked_as_such_where_a_client_is_handed_off(
