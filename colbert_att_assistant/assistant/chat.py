@@ -102,7 +102,7 @@ class AssistantAnswer(BaseModel):
     answer_path: AnswerPath = "generated"
     weak_match: bool = Field(
         default=False,
-        description="Staff mode: quoted although below the quote gate, with a note that the lines match weakly.",
+        description="Staff mode: quoted although below a gate (retrieval, evidence, quote), noted as a weak match.",
     )
     citations: list[Citation] = Field(default_factory=list, description="Sources the answer cites, in order.")
     sources: list[Citation] = Field(default_factory=list, description="Every source retrieved for the turn.")

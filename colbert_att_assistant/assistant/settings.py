@@ -188,9 +188,9 @@ class RetrievalSettings(BaseModel):
 
     staff_weak_matches: bool = Field(
         default=True,
-        description="Staff mode, quoted and judged styles: below the quote gate, the best lines are still quoted, "
-        "marked as a weak match (`weak_match`, with a note), since staff read the sources themselves and a handoff "
-        "to a person tells them nothing. False: staff get the handoff as customers do.",
+        description="Staff mode, quoted and judged styles: below the retrieval, evidence or quote gates, the best "
+        "lines are still quoted, marked as a weak match (`weak_match`, with a note), since staff read the sources "
+        "themselves and a handoff to a person tells them nothing. False: staff get the handoff as customers do.",
     )
 
     judged_candidates: int = Field(
