@@ -149,8 +149,10 @@ def main(
         for q in questions
         if q.answerable and not q.previous_turn
     ]
-    tests = {f"labelled, {split} half": (answerable, unanswerable), "gold left out, knowledge base": None}
-    tests["gold left out, knowledge base"] = gold_left_out(assistant, kb_first_turns)
+    tests = {
+        f"labelled, {split} half": (answerable, unanswerable),
+        "gold left out, knowledge base": gold_left_out(assistant, kb_first_turns),
+    }
     if wixqa:
         wix_settings = AssistantSettings.load(brand_profile="brands/wix-help-centre.yaml", retrieval=UNGATED)
         wix_index, _ = index_brand_documents(wix_settings, index.encoder)
