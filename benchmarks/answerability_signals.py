@@ -42,6 +42,7 @@ from colbert_att_assistant.assistant.unknown_words import weakest_unknown_word
 from colbert_att_assistant.evals.labelled_questions import load_questions
 from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.knowledge_base.ingest import index_brand_documents
+from colbert_att_assistant.retriever.encoder import EncodedText
 from colbert_att_assistant.retriever.index import SearchHit
 from colbert_att_assistant.retriever.progress import run_progress
 
@@ -73,10 +74,15 @@ def auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
     return float(roc_auc_score([1] * len(positives) + [0] * len(negatives), [*positives, *negatives]))
 
 
-def signals_of(assistant: Assistant, text: str, hits: Sequence[SearchHit]) -> Signals:
-    """The signals of a ranking, read as the assistant reads them: its top passages' alignment, its top scores."""
+def query_pieces(query: EncodedText) -> int:
+    """Word pieces of an encoded question, [CLS]/[SEP] and markers included, [MASK] padding not."""
+    return int(sum(1 for token in query.token_ids if token > 0))
+
+
+def signals_of(assistant: Assistant, text: str, query: EncodedText, hits: Sequence[SearchHit]) -> Signals:
+    """The signals of a ranking of `text` (encoded as `query`), read as the assistant reads them: its top passages'
+    alignment, its top scores."""
     index = assistant.index
-    query = index.encoder.encode_query(text)
     top_k = assistant.settings.retrieval.top_k
     sources = [citation_of(number, hit) for number, hit in enumerate(hits[:top_k], start=1)]
     similarities = assistant.alignments(query, sources)
@@ -87,7 +93,7 @@ def signals_of(assistant: Assistant, text: str, hits: Sequence[SearchHit]) -> Si
         spread=score_spread([h.score for h in hits]),
         top_score=hits[0].score,
         unknown_word_similarity=unknown,
-        query_pieces=int(sum(1 for t in query.token_ids if t > 0)),
+        query_pieces=query_pieces(query),
     )
 
 
@@ -98,13 +104,14 @@ def gold_left_out(assistant: Assistant, questions: Sequence[tuple[str, set[str],
         task = progress.add_task("Gold left out", total=len(questions))
         for text, gold, public_only in questions:
             searched = assistant.vocabulary().correct(text)
-            hits = assistant.index.search(searched, top_k=SEARCH_DEPTH, filters=PUBLIC_ONLY if public_only else None)
+            query = assistant.index.encoder.encode_query(searched)
+            hits = assistant.index.search(query, top_k=SEARCH_DEPTH, filters=PUBLIC_ONLY if public_only else None)
             progress.advance(task)
             if not hits or hits[0].metadata.get("document_id") not in gold:
                 continue
             left = [h for h in hits if h.metadata.get("document_id") not in gold]
-            with_gold.append(signals_of(assistant, searched, hits))
-            without_gold.append(signals_of(assistant, searched, left))
+            with_gold.append(signals_of(assistant, searched, query, hits))
+            without_gold.append(signals_of(assistant, searched, query, left))
     return with_gold, without_gold
 
 
@@ -138,8 +145,10 @@ def main(
                 evidence=answer.evidence_score or 0.0,
                 spread=answer.score_spread,
                 top_score=hits[0].score if hits else 0.0,
-                unknown_word_similarity=answer.unknown_word_similarity or 1.0,
-                query_pieces=int(sum(1 for t in query.token_ids if t > 0)),
+                unknown_word_similarity=1.0
+                if answer.unknown_word_similarity is None
+                else answer.unknown_word_similarity,
+                query_pieces=query_pieces(query),
             )
             (answerable if question.answerable else unanswerable).append(signals)
             progress.advance(task)

@@ -27,7 +27,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.assistant_eval import document_of, load_qrels, percentiles
-from benchmarks.quoted_answers import INVENTION_COST, ask_all, breakdown_by_kind, outcome_if
+from benchmarks.quoted_answers import ask_all, breakdown_by_kind, gate_value, outcome_if
 from colbert_att_assistant.assistant.chat import Assistant
 from colbert_att_assistant.assistant.llm_backends import ChatModel
 from colbert_att_assistant.assistant.settings import AssistantSettings
@@ -75,7 +75,7 @@ def main(
 
     table = {t: Counter(outcomes_at(t)) for t in sorted({*GRID, threshold})}
     # Ties go to the stricter gate: fewer invented answers for as many right ones.
-    best = max(table, key=lambda t: (table[t]["correct"] - INVENTION_COST * table[t]["invented"], t))
+    best = max(table, key=lambda t: (gate_value(table[t]), t))
     answerable = sum(q.answerable for q in questions)
     unanswerable = len(questions) - answerable
     judged = [r for r, odds in zip(rows, log_odds, strict=True) if odds is not None]

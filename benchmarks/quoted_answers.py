@@ -273,7 +273,7 @@ def main(
             "outcomes": {f"{count} lines, {t}, {top}": dict(c) for (count, t, top), c in table.items()},
             "chosen": list(best) if split == "calibration" else [lines[0], threshold, spread_weight],
             "min_unknown_word_similarity": min_unknown,
-            "score_spread": [s[3] for s in runs[lines[0]][1]],
+            "score_spread": [s[3] for s in scores],
             "rows": rows,
             "gold_documents": {q.id: sorted({document_of(c) for c in qrels.get(q.id, set())}) for q in questions},
         }

@@ -306,7 +306,8 @@ class Assistant:
         """The top passages, numbered from 1; customer mode sees only public ones (a metadata filter of the index,
         not a rule in the prompt). Staff mode also says why each was found (`Citation.explanation`): that costs a
         stored-document read and a tokenisation per passage, which customers' turns do not pay."""
-        return self._citations(query, audience, scoring, self.settings.retrieval.top_k, first_number=1)
+        hits = self._hits(query, audience, scoring, self.settings.retrieval.top_k)
+        return self._numbered(hits, query, audience, scoring, first_number=1)
 
     def retrieve_with_spread(
         self, query: EncodedText, audience: Audience, scoring: ScoringMode | None = None
@@ -362,11 +363,6 @@ class Assistant:
             citation_of(number, hit, explain_hit(hit, self.index, query, scoring) if staff else None)
             for number, hit in enumerate(hits, start=first_number)
         ]
-
-    def _citations(
-        self, query: EncodedText, audience: Audience, scoring: ScoringMode | None, top_k: int, first_number: int
-    ) -> list[Citation]:
-        return self._numbered(self._hits(query, audience, scoring, top_k), query, audience, scoring, first_number)
 
     def alignments(self, query: EncodedText, sources: list[Citation]) -> list[np.ndarray]:
         """The (query tokens, passage tokens) cosine matrix of each source, read once per turn and shared by the
@@ -508,6 +504,9 @@ class Assistant:
             return finish_without_model("weak_retrieval")
         if weak_evidence and not staff_sees_weak_matches:
             return finish_without_model("weak_evidence")
+        # Past here only staff can be below those two gates; what they are shown then is marked.
+        below_answer_gates = weak_retrieval or weak_evidence
+        weak_quote = {"weak_match": True, "grounding_note": WEAK_MATCH_NOTE}
         if self.settings.retrieval.answer_style in (AnswerStyle.QUOTED, AnswerStyle.JUDGED):
             # The client's own words: for a follow-up, its own encoding (searched alone too), else the query's.
             message_query = part_queries[0] if standalone != searched else query
@@ -526,10 +525,10 @@ class Assistant:
             retrieval = self.settings.retrieval
             confidence = spread_adjusted(evidence.best_score, spread, retrieval.score_spread_weight)
             chosen = merged_lines(self.with_part_lines(best_lines(), part_queries, sources), named_rows)
-            if weak_retrieval or weak_evidence or (confidence < retrieval.min_evidence_to_quote and not named_rows):
+            if below_answer_gates or (confidence < retrieval.min_evidence_to_quote and not named_rows):
                 if not staff_sees_weak_matches:
                     return finish_without_model("weak_evidence")
-                return finish_without_generation(quotation, chosen, weak_match=True, grounding_note=WEAK_MATCH_NOTE)
+                return finish_without_generation(quotation, chosen, **weak_quote)
             return finish_without_generation(quotation, chosen)
         if self.settings.retrieval.answer_style == AnswerStyle.JUDGED:
             # No text from the model: it judges each candidate line, and the quote is taken from its ranking.
@@ -540,11 +539,10 @@ class Assistant:
             best_odds = max((line.log_odds for line in judged), default=float("-inf"))
             chosen = [line.unit for line in judged[: retrieval.quoted_lines]]
             chosen = merged_lines(self.with_part_lines(chosen, part_queries, sources), named_rows)
-            if weak_retrieval or weak_evidence or best_odds < retrieval.min_judge_log_odds:
+            if below_answer_gates or best_odds < retrieval.min_judge_log_odds:
                 if not staff_sees_weak_matches or not chosen:
                     return finish_without_model("no_line_answers", judge_log_odds=best_odds)
-                weak = {"weak_match": True, "grounding_note": WEAK_MATCH_NOTE}
-                return finish_without_generation(quotation, chosen, judge_log_odds=best_odds, **weak)
+                return finish_without_generation(quotation, chosen, judge_log_odds=best_odds, **weak_quote)
             return finish_without_generation(quotation, chosen, judge_log_odds=best_odds)
 
         prompt_sources = [

@@ -138,8 +138,9 @@ class RetrievalSettings(BaseModel):
         "(benchmarks/quoted_answers.py): the most right quotes minus twice the quotes given to unanswerable questions.",
     )
     # Chosen with the threshold on the calibration half (benchmarks/quoted_answers.py, the best value averaged with
-    # its grid neighbours): 52 / 75 right, 9 wrong, 6 / 19 invented, against 41, 7, 6 for the evidence score alone at
-    # 0.50; weights 0.3-0.6 with thresholds 0.425-0.475 are all within one answer of it (benchmarks/RESULTS.md).
+    # its grid neighbours): 53 / 75 right, 9 wrong, 6 / 19 invented, against 41, 7, 6 for the evidence score alone at
+    # 0.50; before the staff weak matches, weights 0.3-0.6 with thresholds 0.425-0.475 were all within one answer of
+    # the best (benchmarks/RESULTS.md, 2026-12-04).
     score_spread_weight: float = Field(
         default=0.5,
         ge=0.0,
@@ -172,7 +173,7 @@ class RetrievalSettings(BaseModel):
     correct_spelling: bool = Field(
         default=True,
         description="Search with the client's misspelt words corrected toward the documents' own words "
-        "(assistant/spelling.py); the message is kept and shown as written.",
+        "(assistant/vocabulary.py); the message is kept and shown as written.",
     )
 
     min_unknown_word_similarity: float = Field(
