@@ -265,7 +265,7 @@ def main(
         "ratios between variants are what the interleaving makes comparable",
         f"- torch_compiled: torch.compile(QueryGraph, dynamic=True), measured here only; first call (compilation) "
         f"took {compile_s} s per query length",
-        f"- reference: {REFERENCE} (query_backend torch as shipped, 2 torch threads); tnN: N threads (torch "
+        f"- reference: {REFERENCE} (query_backend torch, the reference path, 2 torch threads); tnN: N threads (torch "
         "intra-op for torch backends, ONNX Runtime intra-op, spinning off, for onnxruntime)",
         f"- tolerance: max |vector diff| <= {MAX_VECTOR_DIFFERENCE:g}, min token cosine >= {MIN_COSINE}, "
         f"max |A diff| <= {MAX_WEIGHT_DIFFERENCE:g}, nDCG@10 (ColBERT-Att, top 10, index {index_dir}) within "

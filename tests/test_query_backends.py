@@ -28,7 +28,7 @@ QUERIES = [
 ]
 
 needs_onnxruntime = pytest.mark.skipif(
-    importlib.util.find_spec("onnxruntime") is None, reason="the onnx extra is not installed"
+    importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed"
 )
 
 
@@ -44,7 +44,8 @@ def assert_same_encoding(reference, candidate, max_vector=MAX_VECTOR_DIFFERENCE,
 
 
 def encoders(encoder: ColBERTAttEncoder, backend: str, **settings) -> tuple[ColBERTAttEncoder, ColBERTAttEncoder]:
-    base = encoder.settings.model_copy(update=settings)
+    """(the torch reference, an encoder on `backend`), both with `settings`."""
+    base = encoder.settings.model_copy(update={"query_backend": "torch", **settings})
     reference = ColBERTAttEncoder(base, checkpoint=encoder.checkpoint)
     fast = ColBERTAttEncoder(base.model_copy(update={"query_backend": backend}), checkpoint=encoder.checkpoint)
     return reference, fast
@@ -122,6 +123,20 @@ def test_onnxruntime_equals_the_reference_and_finds_the_same_top_10(encoder, cac
         expected = [hit.id for hit in index.search(reference.encode_query(question), top_k=10)]
         got = [hit.id for hit in index.search(fast.encode_query(question), top_k=10)]
         assert got == expected
+
+
+@needs_onnxruntime
+def test_auto_runs_queries_in_onnxruntime_where_that_keeps_the_vectors(encoder):
+    automatic = ColBERTAttEncoder(EncoderSettings(), checkpoint=encoder.checkpoint)
+    assert automatic.settings.query_backend == "auto"
+    assert automatic.query_backend == "onnxruntime"
+    reference, _ = encoders(encoder, "torch")
+    assert_same_encoding([reference.encode_query(q) for q in QUERIES], [automatic.encode_query(q) for q in QUERIES])
+    # bfloat16 queries exist only in torch: auto keeps them there instead of refusing.
+    low_precision = ColBERTAttEncoder(EncoderSettings(query_precision="bfloat16"), checkpoint=encoder.checkpoint)
+    assert low_precision.query_backend == "torch"
+    chosen = ColBERTAttEncoder(EncoderSettings(query_backend="torch"), checkpoint=encoder.checkpoint)
+    assert chosen.query_backend == "torch"
 
 
 @needs_onnxruntime

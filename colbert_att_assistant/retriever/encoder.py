@@ -88,6 +88,7 @@ class ColBERTAttEncoder:
         self._document_marker_id = self._marker_id(info.document_marker)
         vocab_tokens = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         self._punctuation_ids = {i for i, tok in enumerate(vocab_tokens) if tok and _is_punctuation(tok)}
+        self.query_backend = self._resolved_query_backend()
         self._check_query_backend()
         # Built on the first query (an ONNX export takes seconds), once even when threads ask at the same time.
         self._query_runner: QueryRunner | None = None
@@ -141,8 +142,23 @@ class ColBERTAttEncoder:
 
     # ---- the faster query backends -----------------------------------------------------------------------
 
-    def _check_query_backend(self) -> None:
+    def _resolved_query_backend(self) -> str:
+        """The configured query backend; for "auto", ONNX Runtime wherever it gives the reference's vectors (float32,
+        a fixed reading of A, a BERT-like encoder, the packages installed), else torch."""
         backend = self.settings.query_backend
+        if backend != "auto":
+            return backend
+        from colbert_att_assistant.retriever.onnx_query import onnx_export_available
+
+        fits = (
+            self.settings.query_precision == "float32"
+            and self.settings.attention_strategy is not AttentionStrategy.LEARNED
+            and supports_query_graph(self.backbone)
+        )
+        return "onnxruntime" if fits and onnx_export_available() else "torch"
+
+    def _check_query_backend(self) -> None:
+        backend = self.query_backend
         if backend == "torch":
             return
         if self.settings.query_precision != "float32":
@@ -162,7 +178,7 @@ class ColBERTAttEncoder:
             return self._query_runner
 
     def _build_query_runner(self) -> QueryRunner:
-        backend = self.settings.query_backend
+        backend = self.query_backend
         graph = QueryGraph(self.backbone, self.projection, self.settings.attention_strategy)
         if backend in ("torch_graph", "torch_traced"):
             return TorchGraphRunner(graph, traced=backend == "torch_traced")
@@ -232,7 +248,7 @@ class ColBERTAttEncoder:
     def _forward(
         self, items: list[_Tokenized], is_query: bool, variants: Sequence[WeightVariant] = ()
     ) -> list[EncodedText]:
-        if is_query and not variants and self.settings.query_backend != "torch":
+        if is_query and not variants and self.query_backend != "torch":
             return self._forward_query_graph(items)
         input_ids, attention_mask, keep = self._batch_tensors(items, is_query)
         strategy = self.settings.attention_strategy
