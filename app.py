@@ -42,7 +42,9 @@ def start_assistant(
     encoded; the local index or a Qdrant collection), then the assistant on that index."""
     index, _ = index_brand_documents(settings, encoder, show_progress=show_progress)
     assistant = Assistant.from_settings(settings, chat_model=chat_model, index=index)
-    assistant.vocabulary()  # the documents' words are read now, not while the first client waits
+    # The documents' words are read and the query encoder built now, not while the first client waits.
+    assistant.vocabulary()
+    assistant.index.encoder.prepare_query_backend()
     return assistant
 
 

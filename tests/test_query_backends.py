@@ -140,6 +140,18 @@ def test_auto_runs_queries_in_onnxruntime_where_that_keeps_the_vectors(encoder):
 
 
 @needs_onnxruntime
+def test_the_onnx_graph_is_exported_before_the_first_query_when_asked(encoder, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fresh = ColBERTAttEncoder(EncoderSettings(query_backend="onnxruntime"), checkpoint=encoder.checkpoint)
+    assert not list(tmp_path.rglob("*.onnx"))
+    fresh.prepare_query_backend()
+    exported = list(tmp_path.rglob("query-*-float32.onnx"))
+    assert len(exported) == 1 and exported[0].stat().st_size > 10_000_000
+    reference, _ = encoders(encoder, "torch")
+    assert_same_encoding([reference.encode_query(QUERIES[0])], [fresh.encode_query(QUERIES[0])])
+
+
+@needs_onnxruntime
 def test_int8_weights_stay_near_the_reference(encoder):
     reference, fast = encoders(encoder, "onnxruntime_int8", query_threads=1)
     # int8 is not held to the float32 tolerance: it is an opt-in trade (benchmarks/RESULTS.md).

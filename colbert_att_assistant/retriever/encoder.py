@@ -171,6 +171,12 @@ class ColBERTAttEncoder:
                 "use query_backend 'torch' for this checkpoint."
             )
 
+    def prepare_query_backend(self) -> None:
+        """Build the query backend now (for ONNX Runtime, export the graph if this machine has not yet: about 2 s),
+        instead of on the first query, which a server's first client would wait for."""
+        if self.query_backend != "torch":
+            self._runner()
+
     def _runner(self) -> QueryRunner:
         with self._query_runner_lock:
             if self._query_runner is None:
