@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
 
 import numpy as np
@@ -149,6 +150,24 @@ def test_the_onnx_graph_is_exported_before_the_first_query_when_asked(encoder, t
     assert len(exported) == 1 and exported[0].stat().st_size > 10_000_000
     reference, _ = encoders(encoder, "torch")
     assert_same_encoding([reference.encode_query(QUERIES[0])], [fresh.encode_query(QUERIES[0])])
+
+
+@needs_onnxruntime
+def test_auto_falls_back_to_torch_when_the_onnx_graph_cannot_be_written(encoder, tmp_path, monkeypatch, caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    automatic = ColBERTAttEncoder(EncoderSettings(), checkpoint=encoder.checkpoint)
+    with caplog.at_level(logging.WARNING):
+        got = [automatic.encode_query(q) for q in QUERIES]
+    assert automatic.query_backend == "torch"
+    assert "encoded with torch" in caplog.text
+    reference, _ = encoders(encoder, "torch")
+    assert_same_encoding([reference.encode_query(q) for q in QUERIES], got, max_vector=0.0, min_cosine=0.99999)
+    # Asked for by name, the same failure is an error, not a silent change of backend.
+    named = ColBERTAttEncoder(EncoderSettings(query_backend="onnxruntime"), checkpoint=encoder.checkpoint)
+    with pytest.raises(OSError):
+        named.encode_query(QUERIES[0])
 
 
 @needs_onnxruntime

@@ -177,10 +177,20 @@ class ColBERTAttEncoder:
         if self.query_backend != "torch":
             self._runner()
 
-    def _runner(self) -> QueryRunner:
+    def _runner(self) -> QueryRunner | None:
+        """The graph backend's runner, built once. None when "auto" could not build ONNX Runtime's (an unwritable
+        cache folder, a failed export): queries then take the torch path, with a warning, instead of failing."""
         with self._query_runner_lock:
-            if self._query_runner is None:
-                self._query_runner = self._build_query_runner()
+            if self._query_runner is None and self.query_backend != "torch":
+                try:
+                    self._query_runner = self._build_query_runner()
+                except Exception as error:
+                    if self.settings.query_backend != "auto":
+                        raise
+                    logger.warning(
+                        "Queries are encoded with torch: the ONNX Runtime encoder failed to build (%s).", error
+                    )
+                    self.query_backend = "torch"
             return self._query_runner
 
     def _build_query_runner(self) -> QueryRunner:
@@ -198,7 +208,9 @@ class ColBERTAttEncoder:
     def _forward_query_graph(self, items: list[_Tokenized]) -> list[EncodedText]:
         """Queries through the graph backend: the reference's inputs, outputs and post-processing, one pass."""
         input_ids, attention_mask, keep = self._batch_tensors(items, is_query=True)
-        vectors, raw = self._runner()(input_ids, attention_mask)
+        runner = self._runner()
+        assert runner is not None
+        vectors, raw = runner(input_ids, attention_mask)
         key_mask = attention_mask.bool()
         weights = raw.float()
         if self.settings.attention_scaling is AttentionScaling.BY_LENGTH:
@@ -254,7 +266,7 @@ class ColBERTAttEncoder:
     def _forward(
         self, items: list[_Tokenized], is_query: bool, variants: Sequence[WeightVariant] = ()
     ) -> list[EncodedText]:
-        if is_query and not variants and self.query_backend != "torch":
+        if is_query and not variants and self.query_backend != "torch" and self._runner() is not None:
             return self._forward_query_graph(items)
         input_ids, attention_mask, keep = self._batch_tensors(items, is_query)
         strategy = self.settings.attention_strategy
