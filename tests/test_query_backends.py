@@ -40,7 +40,8 @@ def assert_same_encoding(reference, candidate, max_vector=MAX_VECTOR_DIFFERENCE,
         assert ref.vectors.shape == got.vectors.shape
         assert np.abs(ref.vectors - got.vectors).max() <= max_vector
         assert (ref.vectors * got.vectors).sum(axis=1).min() >= min_cosine
-        assert np.abs(ref.weights - got.weights).max() <= MAX_WEIGHT_DIFFERENCE
+        # A scaled by length runs to about 10: float32 rounding is relative there.
+        assert (np.abs(ref.weights - got.weights) / np.maximum(1.0, np.abs(ref.weights))).max() <= MAX_WEIGHT_DIFFERENCE
         assert (ref.n_words, ref.truncated) == (got.n_words, got.truncated)
 
 
@@ -72,10 +73,12 @@ def test_torch_graph_backends_equal_the_reference(encoder, backend):
 )
 def test_every_way_of_reading_attention_is_kept(encoder, strategy, scaling, temperature):
     settings = {"attention_strategy": strategy, "attention_scaling": scaling, "attention_temperature": temperature}
-    reference, fast = encoders(encoder, "torch_graph", **settings)
-    assert_same_encoding(reference.encode_queries(QUERIES), fast.encode_queries(QUERIES))
-    if strategy is not AttentionStrategy.NONE:
-        assert fast.encode_query(QUERIES[0]).weights.max() > 0
+    backends = ["torch_graph"] + (["onnxruntime"] if importlib.util.find_spec("onnxruntime") else [])
+    for backend in backends:
+        reference, fast = encoders(encoder, backend, **settings)
+        assert_same_encoding(reference.encode_queries(QUERIES), fast.encode_queries(QUERIES))
+        if strategy is not AttentionStrategy.NONE:
+            assert fast.encode_query(QUERIES[0]).weights.max() > 0
 
 
 def test_mask_expanded_queries_are_kept(encoder):
