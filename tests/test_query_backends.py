@@ -28,9 +28,8 @@ QUERIES = [
     "What is the warranty on a mechanical watch movement, and does it cover water damage from diving?",
 ]
 
-needs_onnxruntime = pytest.mark.skipif(
-    importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed"
-)
+HAS_ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None
+needs_onnxruntime = pytest.mark.skipif(not HAS_ONNXRUNTIME, reason="onnxruntime is not installed")
 
 
 def assert_same_encoding(reference, candidate, max_vector=MAX_VECTOR_DIFFERENCE, min_cosine=MIN_COSINE):
@@ -73,7 +72,7 @@ def test_torch_graph_backends_equal_the_reference(encoder, backend):
 )
 def test_every_way_of_reading_attention_is_kept(encoder, strategy, scaling, temperature):
     settings = {"attention_strategy": strategy, "attention_scaling": scaling, "attention_temperature": temperature}
-    backends = ["torch_graph"] + (["onnxruntime"] if importlib.util.find_spec("onnxruntime") else [])
+    backends = ["torch_graph"] + (["onnxruntime"] if HAS_ONNXRUNTIME else [])
     for backend in backends:
         reference, fast = encoders(encoder, backend, **settings)
         assert_same_encoding(reference.encode_queries(QUERIES), fast.encode_queries(QUERIES))

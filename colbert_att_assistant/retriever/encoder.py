@@ -174,12 +174,13 @@ class ColBERTAttEncoder:
     def prepare_query_backend(self) -> None:
         """Build the query backend now (for ONNX Runtime, export the graph if this machine has not yet: about 2 s),
         instead of on the first query, which a server's first client would wait for."""
-        if self.query_backend != "torch":
-            self._runner()
+        self._runner()
 
     def _runner(self) -> QueryRunner | None:
-        """The graph backend's runner, built once. None when "auto" could not build ONNX Runtime's (an unwritable
-        cache folder, a failed export): queries then take the torch path, with a warning, instead of failing."""
+        """The graph backend's runner, built once; None for the torch path. "auto" takes that path, with a warning,
+        when it cannot build ONNX Runtime's (an unwritable cache folder, a failed export) instead of failing."""
+        if self._query_runner is not None or self.query_backend == "torch":
+            return self._query_runner
         with self._query_runner_lock:
             if self._query_runner is None and self.query_backend != "torch":
                 try:
@@ -205,11 +206,9 @@ class ColBERTAttEncoder:
         threads = self.settings.query_threads or self.settings.num_threads or torch.get_num_threads()
         return OnnxQueryRunner(path, threads)
 
-    def _forward_query_graph(self, items: list[_Tokenized]) -> list[EncodedText]:
+    def _forward_query_graph(self, items: list[_Tokenized], runner: QueryRunner) -> list[EncodedText]:
         """Queries through the graph backend: the reference's inputs, outputs and post-processing, one pass."""
         input_ids, attention_mask, keep = self._batch_tensors(items, is_query=True)
-        runner = self._runner()
-        assert runner is not None
         vectors, raw = runner(input_ids, attention_mask)
         key_mask = attention_mask.bool()
         weights = raw.float()
@@ -266,8 +265,9 @@ class ColBERTAttEncoder:
     def _forward(
         self, items: list[_Tokenized], is_query: bool, variants: Sequence[WeightVariant] = ()
     ) -> list[EncodedText]:
-        if is_query and not variants and self.query_backend != "torch" and self._runner() is not None:
-            return self._forward_query_graph(items)
+        runner = self._runner() if is_query and not variants else None
+        if runner is not None:
+            return self._forward_query_graph(items, runner)
         input_ids, attention_mask, keep = self._batch_tensors(items, is_query)
         strategy = self.settings.attention_strategy
         needs_eager_maps = strategy is not AttentionStrategy.NONE and not supports_recomputed_attention(self.backbone)

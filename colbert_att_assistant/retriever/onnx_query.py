@@ -6,7 +6,7 @@ strategy and torch version under ~/.cache/colbert-att-assistant/onnx/, written a
 processes never read half a file. `int8` quantises the matrix weights dynamically (onnxruntime.quantization):
 faster, but its token vectors are further from the reference (benchmarks/RESULTS.md, query encoding).
 
-The packages (onnxruntime, plus onnx and onnxscript for the export) are project dependencies; without them the "auto"
+The packages (onnxruntime, and onnx for the int8 quantisation) are project dependencies; without them the "auto"
 query backend falls back to torch.
 """
 
@@ -39,8 +39,8 @@ def onnx_cache_dir() -> Path:
 
 
 def onnx_export_available() -> bool:
-    """Whether ONNX Runtime and the exporter's packages (onnx, onnxscript) are installed."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
+    """Whether ONNX Runtime and onnx are installed (torch's TorchScript exporter needs nothing more)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def _import_onnxruntime():
@@ -48,7 +48,7 @@ def _import_onnxruntime():
         import onnxruntime
     except ImportError as error:
         raise ColBERTAttError(
-            "The onnxruntime query backend needs onnxruntime, onnx and onnxscript (project dependencies): "
+            "The onnxruntime query backend needs onnxruntime and onnx (project dependencies): "
             "pip install -e . (or set query_backend to 'torch')."
         ) from error
     return onnxruntime
