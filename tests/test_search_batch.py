@@ -18,6 +18,7 @@ from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 from colbert_att_assistant.evals.retrieval import searched_in_batches
 from colbert_att_assistant.retriever import ColBERTAttRetriever, InvalidQueryError, MultiVectorIndex
 from colbert_att_assistant.retriever.index import DocumentInput, SearchHit
+from colbert_att_assistant.retriever.scoring import ScoringMode
 from colbert_att_assistant.retriever.settings import CandidateSettings, IndexSettings, StorageSettings
 
 # (absolute, relative) score tolerances.
@@ -103,6 +104,20 @@ def test_batch_hits_equal_one_at_a_time(index, passages, cached_encoder, mode):
     assert_same_hits(batch, [index.search(q, top_k=10, mode=mode) for q in encoded])
     # A passage's opening words find it first.
     assert batch[4][0].id == passages[5]["id"]
+
+
+@pytest.mark.parametrize("mode", ["colbert_att", "maxsim"])
+def test_scoring_every_document_for_many_queries_equals_exhaustive_search(index, passages, cached_encoder, mode):
+    encoded = cached_encoder.encode_queries(queries_for(passages))
+    documents = [index.get(document_id) for document_id in index.document_ids()]
+    scored = index.score_queries(encoded, documents, mode)
+    assert len(scored) == len(encoded)
+    for position, (query, batch) in enumerate(zip(encoded, scored, strict=True)):
+        alone = index.score(query, documents, ScoringMode(mode))
+        assert batch.raw.shape == (len(documents),)
+        assert (batch.raw == alone.raw).all() and (batch.best_token == alone.best_token).all(), f"query {position}"
+        best = [documents[i].id for i in sorted(range(len(documents)), key=lambda i: -batch.raw[i])[:10]]
+        assert best == [h.id for h in index.search(query, top_k=10, mode=mode, exhaustive=True)], f"query {position}"
 
 
 @pytest.mark.parametrize("mode", ["colbert_att", "maxsim"])

@@ -30,7 +30,7 @@ from colbert_att_assistant.retriever.index.documents import (
     pruned_tokens,
 )
 from colbert_att_assistant.retriever.index.manifest import ModelIdentity
-from colbert_att_assistant.retriever.index.rerank import rerank, score_documents
+from colbert_att_assistant.retriever.index.rerank import rerank, score_documents, score_documents_for_queries
 from colbert_att_assistant.retriever.scoring import ScoredBatch, ScoringMode
 from colbert_att_assistant.retriever.settings import IndexSettings
 
@@ -276,6 +276,18 @@ class BaseMultiVectorIndex(ABC):
         """The exact scores of `documents` for the query, in their order."""
         return score_documents(
             self._query_in_storage_space(query), query.weights, documents, self._token_vectors, mode, self.settings
+        )
+
+    def score_queries(
+        self, queries: Sequence[EncodedText], documents: Sequence[StoredDocument], mode: ScoringMode | str
+    ) -> list[ScoredBatch]:
+        """`score` for each query, the documents' vectors read once for all of them (an exhaustive evaluation)."""
+        return score_documents_for_queries(
+            [(self._query_in_storage_space(q), q.weights) for q in queries],
+            documents,
+            self._token_vectors,
+            ScoringMode(mode),
+            self.settings,
         )
 
     def token_similarities(self, query: EncodedText, document_id: str) -> np.ndarray:

@@ -29,7 +29,20 @@ def score_documents(
 ) -> ScoredBatch:
     """Exact scores of `documents`, in their order; `token_vectors` gives their vectors in the space of
     `query_vectors` (decoded from compressed storage, or as stored)."""
-    parts = []
+    return score_documents_for_queries([(query_vectors, query_weights)], documents, token_vectors, mode, settings)[0]
+
+
+def score_documents_for_queries(
+    queries: Sequence[tuple[np.ndarray, np.ndarray]],
+    documents: Sequence[StoredDocument],
+    token_vectors: TokenVectors,
+    mode: ScoringMode,
+    settings: IndexSettings,
+) -> list[ScoredBatch]:
+    """`score_documents` for each (query vectors, query weights) pair, in their order: each chunk of documents is
+    read (and decoded) once for all the queries, which is what makes scoring a whole collection for many queries
+    (an exhaustive evaluation) affordable on compressed storage."""
+    parts: list[list[ScoredBatch]] = [[] for _ in queries]
     for start in range(0, len(documents), SCORING_CHUNK):
         chunk = documents[start : start + SCORING_CHUNK]
         batch = CandidateBatch(
@@ -38,9 +51,16 @@ def score_documents(
             lengths=np.array([len(d.weights) for d in chunk]),
             n_words=np.array([d.n_words for d in chunk]),
         )
-        parts.append(
-            score_batch(query_vectors, query_weights, batch, mode, settings.delta_length_words, settings.fixed_delta)
-        )
+        for scored, (query_vectors, query_weights) in zip(parts, queries, strict=True):
+            scored.append(
+                score_batch(
+                    query_vectors, query_weights, batch, mode, settings.delta_length_words, settings.fixed_delta
+                )
+            )
+    return [_joined(scored) for scored in parts]
+
+
+def _joined(parts: list[ScoredBatch]) -> ScoredBatch:
     if len(parts) == 1:
         return parts[0]
     return ScoredBatch(
