@@ -15,6 +15,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import torch
 
 from colbert_att_assistant.retriever.errors import ColBERTAttError
 from colbert_att_assistant.retriever.settings import StorageSettings
@@ -178,7 +179,11 @@ class ResidualCodec:
     def to_code_space(self, vectors: np.ndarray) -> np.ndarray:
         """Query (or any) vectors rotated like the residual codes, for scoring against `decode_in_code_space`."""
         vectors = np.asarray(vectors, dtype=np.float32)
-        return vectors if self.rotation is None else vectors @ self.rotation
+        return vectors if self.rotation is None else _search_product(vectors, self.rotation)
+
+    def centroid_similarity(self, query_vectors: np.ndarray) -> np.ndarray:
+        """(query tokens, centroids) cosines: which centroid lists each query token probes."""
+        return _search_product(np.asarray(query_vectors, dtype=np.float32), self.centroids.T)
 
     # ---- files ------------------------------------------------------------------------------------------------
 
@@ -200,6 +205,12 @@ class ResidualCodec:
     def read(cls, centroids_path: Path, codebook_path: Path, rotation_path: Path | None = None) -> ResidualCodec:
         rotation = None if rotation_path is None else np.load(rotation_path)
         return cls(np.load(centroids_path), faiss.read_ProductQuantizer(str(codebook_path)), rotation)
+
+
+def _search_product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """left @ right in torch, whose threads also score the candidates: numpy's OpenBLAS threads spin-wait after a
+    product, and beside torch's they took the 2 cores from each other (100K pool, p95 40 -> 120 ms)."""
+    return (torch.from_numpy(np.ascontiguousarray(left)) @ torch.from_numpy(right)).numpy()
 
 
 def prune_by_attention(weights: np.ndarray, fraction: float) -> np.ndarray:

@@ -95,7 +95,7 @@ class ResidualTokenStore(TokenStorage):
         if allowed is not None:
             allowed_mask = np.zeros(n_slots, dtype=bool)
             allowed_mask[allowed] = True
-        centroid_similarity = np.asarray(query.vectors, dtype=np.float32) @ self.codec.centroids.T
+        centroid_similarity = self.codec.centroid_similarity(query.vectors)
         depth = max(settings.rerank_depth, top_k)
         nprobe = settings.centroid_nprobe
         for _ in range(3):
