@@ -90,6 +90,8 @@ def test_an_opq_rotation_brings_decoded_vectors_closer_at_the_same_size(token_ve
     queries = train[:20]
     in_code_space = rotated.to_code_space(queries) @ rotated.decode_in_code_space(codes.centroid_ids, codes.codes).T
     np.testing.assert_allclose(in_code_space, queries @ rotated.decode(codes.centroid_ids, codes.codes).T, atol=1e-5)
+    # The lists a query token probes are chosen in the encoder's space, whatever the rotation.
+    np.testing.assert_allclose(rotated.centroid_similarity(queries), queries @ rotated.centroids.T, atol=1e-5)
 
 
 def test_a_rotated_codec_persists_and_gives_the_same_results_after_loading(cached_encoder, passages, tmp_path):
