@@ -161,6 +161,21 @@ def _row(qrels: Qrels, runs: dict, latencies: list[float]) -> dict[str, float]:
     }
 
 
+def _open_pool(index_dir: Path, encoder: ColBERTAttEncoder, nprobe: int, rerank_depth: int) -> MultiVectorIndex:
+    return MultiVectorIndex.load(
+        index_dir,
+        encoder=encoder,
+        candidate_settings=CandidateSettings(centroid_nprobe=nprobe, rerank_depth=rerank_depth),
+    )
+
+
+def _test_queries(scifact: Path, limit: int | None) -> tuple[list[tuple[str, str]], dict[str, dict[str, int]]]:
+    """SciFact test queries (id, text) and their judgements under the pool's document ids."""
+    data = BeirDataset.load(scifact, "test")
+    queries = list(data.queries.items())[:limit]
+    return queries, {q: {f"scifact:{d}": s for d, s in data.qrels[q].items()} for q, _ in queries}
+
+
 @app.command()
 def search(
     index_dir: Annotated[Path, typer.Option()] = Path("indexes/pool"),
@@ -177,16 +192,10 @@ def search(
     rss_before = _peak_rss_mib()
     encoder = ColBERTAttEncoder(EncoderSettings(num_threads=threads))
     started = time.perf_counter()
-    index = MultiVectorIndex.load(
-        index_dir,
-        encoder=encoder,
-        candidate_settings=CandidateSettings(centroid_nprobe=nprobe, rerank_depth=rerank_depth),
-    )
+    index = _open_pool(index_dir, encoder, nprobe, rerank_depth)
     load_seconds = time.perf_counter() - started
     rss_loaded = _peak_rss_mib()
-    data = BeirDataset.load(scifact, "test")
-    queries = list(data.queries.items())[:limit]
-    relevant = {q: {f"scifact:{d}": s for d, s in data.qrels[q].items()} for q, _ in queries}
+    queries, relevant = _test_queries(scifact, limit)
     qrels = Qrels(relevant)
     rows = {}
     method_runs: dict[str, dict] = {}
@@ -324,14 +333,9 @@ def exhaustive(
     """Every SciFact test query scored exactly against every pool passage (ColBERT-Att), against the candidates
     the index proposes at the given settings: nDCG@10 of both and the share of the exhaustive top 10 found."""
     encoder = ColBERTAttEncoder(EncoderSettings(num_threads=threads))
-    index = MultiVectorIndex.load(
-        index_dir,
-        encoder=encoder,
-        candidate_settings=CandidateSettings(centroid_nprobe=nprobe, rerank_depth=rerank_depth),
-    )
-    data = BeirDataset.load(scifact, "test")
-    queries = list(data.queries.items())[:limit]
-    qrels = Qrels({q: {f"scifact:{d}": s for d, s in data.qrels[q].items()} for q, _ in queries})
+    index = _open_pool(index_dir, encoder, nprobe, rerank_depth)
+    queries, relevant = _test_queries(scifact, limit)
+    qrels = Qrels(relevant)
     encoded = [encoder.encode_query(text) for _, text in queries]  # as search() encodes them, one at a time
     started = time.perf_counter()
     rows, scores = _exhaustive_top(index, encoded, state_file, 10, chunk_documents)
@@ -370,9 +374,9 @@ def exhaustive(
         result,
         [
             f"- {len(index)} passages, {index.token_count} tokens, {index.settings.storage.vector_format}; centroid "
-            f"nprobe {nprobe}, re-rank "
-            f"depth {rerank_depth}; {len(queries)} queries, ColBERT-Att, top 10; exhaustive = every passage scored "
-            f"exactly ({exhaustive_seconds:.0f} s this run, all queries at once per chunk of passages)",
+            f"nprobe {nprobe}, re-rank depth {rerank_depth}; {len(queries)} queries, ColBERT-Att, top 10; "
+            f"exhaustive = every passage scored exactly ({exhaustive_seconds:.0f} s this run, all queries at once "
+            "per chunk of passages)",
             "",
             "| path | nDCG@10 | Recall@10 |",
             "|---|---|---|",
