@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import colbert_att_assistant  # noqa: F401  before torch: the package sets libgomp's spin count, read as torch loads
+
+# isort: split
+
 import torch
 import typer
 

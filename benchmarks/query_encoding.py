@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+import colbert_att_assistant  # noqa: F401  before torch: the package sets libgomp's spin count, read as torch loads
+
+# isort: split
+
 import numpy as np
 import torch
 import typer
@@ -254,6 +258,8 @@ def main(
     }
     for row in rows:
         print(row)
+    for name, timing in end_to_end.items():
+        print({"end_to_end": name, **timing})
     if not record:
         return
     body = [
@@ -266,7 +272,8 @@ def main(
         f"- torch_compiled: torch.compile(QueryGraph, dynamic=True), measured here only; first call (compilation) "
         f"took {compile_s} s per query length",
         f"- reference: {REFERENCE} (query_backend torch, the reference path, 2 torch threads); tnN: N threads (torch "
-        "intra-op for torch backends, ONNX Runtime intra-op, spinning off, for onnxruntime)",
+        "intra-op for torch backends, ONNX Runtime intra-op, for onnxruntime: its workers spin within a pass and stop "
+        f"when it returns); libgomp spin count (torch, faiss) {os.environ.get('GOMP_SPINCOUNT', 'libgomp default')}",
         f"- tolerance: max |vector diff| <= {MAX_VECTOR_DIFFERENCE:g}, min token cosine >= {MIN_COSINE}, "
         f"max |A diff| <= {MAX_WEIGHT_DIFFERENCE:g}, nDCG@10 (ColBERT-Att, top 10, index {index_dir}) within "
         f"{MAX_NDCG_DIFFERENCE} of the reference" + ("" if ndcg else " (index absent: nDCG@10 not measured)"),

@@ -187,6 +187,16 @@ def test_threads_sleep_unless_spinning_is_asked_for(tmp_path):
     assert "--poll" not in server_command(tmp_path / "llama-server", tmp_path / "m.gguf", spinning, 8080)
 
 
+def test_the_package_spin_count_does_not_reach_a_quiet_server(monkeypatch):
+    from colbert_att_assistant.assistant.llm_server import server_environment
+
+    # A spin count overrides OMP_WAIT_POLICY in libgomp: the one this package sets for its own searches must not
+    # make the server's threads spin.
+    monkeypatch.setenv("GOMP_SPINCOUNT", "30000")
+    assert "GOMP_SPINCOUNT" not in server_environment(LLMServerSettings())
+    assert server_environment(LLMServerSettings(spin_wait=True))["GOMP_SPINCOUNT"] == "30000"
+
+
 def test_the_server_judges_a_line_like_the_embedded_model(two_slot_server, chat_model):
     from colbert_att_assistant.assistant.evidence import EvidenceUnit
     from colbert_att_assistant.assistant.line_judge import LineJudge

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -182,3 +186,31 @@ def test_int8_weights_stay_near_the_reference(encoder):
         np.testing.assert_array_equal(ref.token_ids, item.token_ids)
         assert (ref.vectors * item.vectors).sum(axis=1).mean() >= 0.98
         assert (ref.vectors * item.vectors).sum(axis=1).min() >= 0.95
+
+
+IDLE_PROBE = """
+import json, sys, time
+import colbert_att_assistant, os
+from colbert_att_assistant.retriever import ColBERTAttEncoder, EncoderSettings
+encoder = ColBERTAttEncoder(EncoderSettings(query_backend="onnxruntime", query_threads=2))
+for _ in range(20):
+    encoder.encode_query("How do I care for my calfskin wallet after it gets wet?")
+started = time.process_time()
+time.sleep(0.5)
+print(json.dumps({"idle_cpu_s": time.process_time() - started, "spin_count": os.environ.get("GOMP_SPINCOUNT")}))
+"""
+
+
+@needs_onnxruntime
+def test_an_onnx_encoder_takes_no_cpu_between_queries():
+    # Its workers spin between the steps of one pass (fast hand-offs) but stop when the pass returns, so that an idle
+    # server leaves the cores to other processes. A fresh process: nothing else of the test session runs in it.
+    environment = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
+    probe = subprocess.run(
+        [sys.executable, "-c", IDLE_PROBE], env=environment, capture_output=True, text=True, timeout=300, check=True
+    )
+    measured = json.loads(probe.stdout.strip().splitlines()[-1])
+    # Spinning on after the pass took about 0.04 s of CPU in this half second; stopped, under 0.001 s.
+    assert measured["idle_cpu_s"] < 0.015
+    # The package set libgomp's spin count for the torch and faiss steps before torch loaded.
+    assert measured["spin_count"] == "30000"

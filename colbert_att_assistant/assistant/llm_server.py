@@ -166,6 +166,8 @@ def server_environment(settings: LLMServerSettings) -> dict[str, str]:
         # OpenMP threads otherwise spin between operations; when another process holds a core, each spinning
         # wait costs a whole time slice, dozens of times per token.
         environment["OMP_WAIT_POLICY"] = "PASSIVE"
+        # A spin count overrides the policy in libgomp; this package sets one for its own process, not the server's.
+        environment.pop("GOMP_SPINCOUNT", None)
     return environment
 
 
