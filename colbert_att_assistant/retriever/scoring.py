@@ -97,18 +97,21 @@ def score_batch(
     q = torch.from_numpy(np.ascontiguousarray(query_vectors, dtype=np.float32))
     d = candidates.vectors
     d = d if isinstance(d, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))
-    # (n_query, T) cosines (unit vectors), in the storage precision: this only has to find d_w.
+    # (n_query, T) cosines (unit vectors), in the storage precision: this only has to find d_w. A last column of
+    # -inf is what the padding of shorter documents reads below, so no mask has to be applied to the padded matrix.
     similarity = q.to(d.dtype) @ d.T
+    total = similarity.shape[1]
+    similarity = torch.cat([similarity, similarity.new_full((n_query, 1), float("-inf"))], dim=1)
 
     lengths = torch.from_numpy(np.asarray(candidates.lengths, dtype=np.int64))
     starts = torch.cumsum(lengths, 0) - lengths
     max_len = int(lengths.max())
     positions = torch.arange(max_len)
     valid = positions[None, :] < lengths[:, None]  # (B, Lmax)
-    columns = (starts[:, None] + positions[None, :]).clamp(max=max(similarity.shape[1] - 1, 0))
+    columns = torch.where(valid, starts[:, None] + positions[None, :], total)
     padded = similarity[:, columns]  # (n_query, B, Lmax)
-    padded = padded.masked_fill(~valid[None], float("-inf"))
-    best_token = padded.argmax(dim=2)  # (n_query, B)
+    # The first of tied maxima, as argmax gives it; max(dim) is several times faster than argmax on bfloat16.
+    best_token = padded.max(dim=2).indices  # (n_query, B)
     winner_rows = starts[None, :] + best_token
     # The winners' cosines again in float32, so that scores carry no low-precision rounding.
     best_similarity = (d[winner_rows.reshape(-1)].float().view(n_query, n_docs, -1) * q[:, None, :]).sum(dim=2)
@@ -125,7 +128,7 @@ def score_batch(
         doc_weights = torch.from_numpy(np.asarray(candidates.weights, dtype=np.float64))
         winner_weights = doc_weights[winner_rows]  # (n_query, B): A of d_w
         doc_factor = torch.exp(winner_weights) ** delta[None, :]
-        padded_weights = doc_weights[columns].masked_fill(~valid, float("-inf"))
+        padded_weights = torch.cat([doc_weights, doc_weights.new_full((1,), float("-inf"))])[columns]
         doc_bound = torch.exp(padded_weights.max(dim=1).values) ** delta  # (B,)
     else:
         doc_factor = torch.ones_like(best_similarity)
