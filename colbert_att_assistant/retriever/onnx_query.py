@@ -130,7 +130,7 @@ class OnnxQueryRunner:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Workers spin between the graph's ~100 small steps (waking a sleeping one costs more than the step) and
+        # Workers spin between the graph's ~440 small steps (waking a sleeping one costs more than the step) and
         # stop when the pass returns, so that an idle server takes no CPU from the LLM or other processes.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
