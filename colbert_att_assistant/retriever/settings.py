@@ -164,9 +164,10 @@ class CandidateSettings(BaseModel):
     """FAISS candidate generation before exact re-ranking.
 
     Defaults chosen on SciFact train (809 queries, benchmarks/RESULTS.md) by how often the top 10 equals that of an
-    exhaustive search: 32 neighbours per query token and a re-rank depth of 64 keep 92% of its top 10; nprobe 4
-    keeps as much as 8 in less time. Settings that found a higher nDCG@10 on train with other top 10s (16
-    neighbours: 79% of the exhaustive top 10) lost it on test.
+    exhaustive search: 4-bit fast-scan codes with 64 neighbours per query token and a re-rank depth of 64 keep 93.2%
+    of its top 10 in less time than 8-bit codes with 32 neighbours (91.8%); nprobe 4 keeps about as much as 8 in
+    less time. Settings that found a higher nDCG@10 on train with other top 10s (16 neighbours: 79% of the
+    exhaustive top 10) lost it on test.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -175,7 +176,16 @@ class CandidateSettings(BaseModel):
     flat_max_tokens: int = Field(default=50_000, ge=1, description="auto picks IVF above this many tokens.")
     ivf_nlist: int | None = Field(default=None, ge=1, description="None: about 2*sqrt(tokens), power of two.")
     ivf_nprobe: int = Field(default=4, ge=1)
-    tokens_per_query_token: int = Field(default=32, ge=1, description="FAISS neighbours per query token.")
+    ivf_codes: Literal["pq4_fastscan", "sq8"] = Field(
+        default="pq4_fastscan",
+        description="How the IVF index codes each token: product quantisation to 4-bit sub-vectors scanned with "
+        "SIMD lookup tables (48 bytes per 384-d token), or 8-bit scalar quantisation (a byte per dimension: 384). "
+        "Candidates only: final scores are exact either way.",
+    )
+    ivf_pq_subvectors: int | None = Field(
+        default=None, ge=1, description="pq4_fastscan sub-vectors (half a byte each); None: dim / 4."
+    )
+    tokens_per_query_token: int = Field(default=64, ge=1, description="FAISS neighbours per query token.")
     rerank_depth: int = Field(default=64, ge=1, description="Candidates re-ranked with the exact score.")
     exact_below_documents: int = Field(
         default=512, ge=0, description="Collections (or filtered sets) this small are scored exhaustively."

@@ -36,6 +36,7 @@ from colbert_att_assistant.retriever.index.base import (
     coerce_documents,
     pruned_tokens,
 )
+from colbert_att_assistant.retriever.index.candidates import pq_subvectors
 from colbert_att_assistant.retriever.index.compression import default_centroid_count
 from colbert_att_assistant.retriever.index.document_file import DocumentFile
 from colbert_att_assistant.retriever.index.documents import DiskDocument, DocumentSequence
@@ -84,6 +85,7 @@ class MultiVectorIndex(BaseMultiVectorIndex):
         settings = settings or IndexSettings()
         self.encoder = encoder
         self.settings = settings.model_copy(update={"encoder": encoder.settings})
+        pq_subvectors(encoder.dim, self.settings.candidates)  # refuse settings that could not build, before any add
         storage = self.settings.storage
         token_storage = TOKEN_STORAGE[storage.vector_format]
         self.token_storage: TokenStorage = token_storage(encoder.dim, storage, len(encoder.tokenizer))

@@ -1,0 +1,110 @@
+"""FAISS candidate generation with each kind of IVF code, on 200 real passages with the real encoder: what the
+codes cost, what they find, and that deletions, filters, persistence and older indexes keep working."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+from colbert_att_assistant.retriever import ColBERTAttError, IndexSettings, MultiVectorIndex
+from colbert_att_assistant.retriever.index import DocumentInput
+from colbert_att_assistant.retriever.settings import CandidateSettings
+
+QUERIES = [
+    "immune response of T cells to tumours",
+    "effects of vitamin D on bone density",
+    "gene expression in stem cells",
+    "antibiotic resistance in bacteria",
+    "mortality after myocardial infarction",
+]
+# IVF forced on a small collection, and no exhaustive shortcut, so that candidates really are generated.
+IVF = {"faiss_kind": "ivf", "ivf_nlist": 64, "ivf_nprobe": 16, "exact_below_documents": 0}
+
+
+def documents(passages) -> list[DocumentInput]:
+    return [
+        DocumentInput(id=p["id"], text=p["text"], metadata={"rare": "yes" if i % 40 == 0 else "no"})
+        for i, p in enumerate(passages)
+    ]
+
+
+def ivf_index(encoder, passages, **candidates) -> MultiVectorIndex:
+    index = MultiVectorIndex(encoder, IndexSettings(candidates=CandidateSettings(**{**IVF, **candidates})))
+    index.add(documents(passages))
+    return index
+
+
+@pytest.fixture(scope="module")
+def by_codes(cached_encoder, passages) -> dict[str, MultiVectorIndex]:
+    return {codes: ivf_index(cached_encoder, passages, ivf_codes=codes) for codes in ("pq4_fastscan", "sq8")}
+
+
+def top_ids(index: MultiVectorIndex, query: str, **kwargs) -> list[str]:
+    return [hit.id for hit in index.search(query, top_k=10, **kwargs)]
+
+
+def test_the_default_codes_are_4_bit_sub_vectors_an_eighth_of_the_8_bit_codes(by_codes):
+    assert CandidateSettings().ivf_codes == "pq4_fastscan"
+    fast = by_codes["pq4_fastscan"].token_storage.candidates
+    scalar = by_codes["sq8"].token_storage.candidates
+    assert (fast.codes, scalar.codes) == ("pq4_fastscan", "sq8")
+    assert fast.index.pq.M == 384 // 4 and fast.index.pq.nbits == 4
+    assert (fast.index.code_size, scalar.index.code_size) == (48, 384)
+    assert fast.ntotal == scalar.ntotal == by_codes["sq8"].token_count
+
+
+@pytest.mark.parametrize("codes", ["pq4_fastscan", "sq8"])
+def test_each_code_finds_what_exhaustive_scoring_ranks_first(by_codes, codes):
+    index = by_codes[codes]
+    shares = []
+    for query in QUERIES:
+        found, exact = top_ids(index, query), top_ids(index, query, exhaustive=True)
+        assert found[0] == exact[0]
+        shares.append(len(set(found) & set(exact)) / 10)
+    assert np.mean(shares) >= 0.9
+
+
+def test_a_persisted_fastscan_index_reloads_with_its_codes_and_the_same_hits(by_codes, tmp_path):
+    index = by_codes["pq4_fastscan"]
+    index.persist(tmp_path / "index")
+    loaded = MultiVectorIndex.load(tmp_path / "index", encoder=index.encoder)
+    assert loaded.token_storage.candidates.codes == "pq4_fastscan"
+    for query in QUERIES:
+        assert [(h.id, h.score) for h in loaded.search(query)] == [(h.id, h.score) for h in index.search(query)]
+
+
+def test_an_index_built_with_8_bit_codes_still_loads_and_searches_with_default_settings(by_codes, tmp_path):
+    index = by_codes["sq8"]
+    index.persist(tmp_path / "index")
+    loaded = MultiVectorIndex.load(tmp_path / "index", encoder=index.encoder, candidate_settings=CandidateSettings())
+    assert loaded.token_storage.candidates.codes == "sq8"
+    assert top_ids(loaded, QUERIES[1]) == top_ids(index, QUERIES[1])
+
+
+def test_deleted_documents_leave_the_fastscan_lists_and_come_back_when_added_again(cached_encoder, passages):
+    index = ivf_index(cached_encoder, passages)
+    target = top_ids(index, QUERIES[0])[0]
+    document_tokens = len(index.get(target).weights)
+    entries = index.token_storage.candidates.ntotal
+    index.delete([target])
+    assert target not in top_ids(index, QUERIES[0])
+    assert entries - index.token_storage.candidates.ntotal == document_tokens > 0
+    again = next(d for d in documents(passages) if d.id == target)
+    index.add([again])
+    assert top_ids(index, QUERIES[0])[0] == target
+
+
+def test_a_metadata_filter_reaches_the_fastscan_scan(cached_encoder, passages):
+    # Few neighbours and probes: the allowed documents must come from the filtered scan, not from a wide net.
+    index = ivf_index(cached_encoder, passages, ivf_nprobe=2, tokens_per_query_token=4)
+    rare = {p["id"] for i, p in enumerate(passages) if i % 40 == 0}
+    hits = index.search(QUERIES[2], top_k=5, filters=MetadataFilters(filters=[MetadataFilter(key="rare", value="yes")]))
+    assert {h.id for h in hits} == rare
+
+
+def test_sub_vectors_that_cannot_split_the_vectors_are_refused_before_anything_is_added(cached_encoder):
+    with pytest.raises(ColBERTAttError, match="does not divide the vector size 384"):
+        MultiVectorIndex(cached_encoder, IndexSettings(candidates=CandidateSettings(ivf_pq_subvectors=100)))
+    custom = MultiVectorIndex(cached_encoder, IndexSettings(candidates=CandidateSettings(ivf_pq_subvectors=48)))
+    assert custom.settings.candidates.ivf_pq_subvectors == 48
