@@ -3,6 +3,8 @@ codes cost, what they find, and that deletions, filters, persistence and older i
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
@@ -63,6 +65,17 @@ def test_each_code_finds_what_exhaustive_scoring_ranks_first(by_codes, codes):
         assert found[0] == exact[0]
         shares.append(len(set(found) & set(exact)) / 10)
     assert np.mean(shares) >= 0.9
+
+
+@pytest.mark.parametrize("codes", ["pq4_fastscan", "sq8"])
+def test_many_threads_searching_one_index_get_what_one_thread_gets(by_codes, codes):
+    # The web app serves concurrent requests from one loaded index; FAISS scans run in each request's thread.
+    index = by_codes[codes]
+    queries = QUERIES * 8  # bounded: 40 searches over 8 threads
+    alone = {query: [(h.id, h.score) for h in index.search(query)] for query in QUERIES}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda query: [(h.id, h.score) for h in index.search(query)], queries))
+    assert together == [alone[query] for query in queries]
 
 
 def test_a_persisted_fastscan_index_reloads_with_its_codes_and_the_same_hits(by_codes, tmp_path):
