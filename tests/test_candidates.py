@@ -116,8 +116,8 @@ def test_a_metadata_filter_reaches_the_fastscan_scan(cached_encoder, passages):
     assert {h.id for h in hits} == rare
 
 
-def test_sub_vectors_that_cannot_split_the_vectors_are_refused_before_anything_is_added(cached_encoder):
+def test_sub_vectors_that_cannot_split_the_vectors_are_refused_before_anything_is_added(cached_encoder, passages):
     with pytest.raises(ColBERTAttError, match="does not divide the vector size 384"):
         MultiVectorIndex(cached_encoder, IndexSettings(candidates=CandidateSettings(ivf_pq_subvectors=100)))
-    custom = MultiVectorIndex(cached_encoder, IndexSettings(candidates=CandidateSettings(ivf_pq_subvectors=48)))
-    assert custom.settings.candidates.ivf_pq_subvectors == 48
+    custom = ivf_index(cached_encoder, passages, ivf_pq_subvectors=48)
+    assert custom.token_storage.candidates.index.pq.M == 48

@@ -54,8 +54,7 @@ def _ivf_index(dim: int, nlist: int, settings: CandidateSettings) -> faiss.Index
         return faiss.IndexIVFScalarQuantizer(
             quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
-    subvectors = pq_subvectors(dim, settings)
-    return faiss.IndexIVFPQFastScan(quantizer, dim, nlist, subvectors, 4, faiss.METRIC_INNER_PRODUCT)
+    return faiss.IndexIVFPQFastScan(quantizer, dim, nlist, pq_subvectors(dim, settings), 4, faiss.METRIC_INNER_PRODUCT)
 
 
 class TokenCandidateIndex:
