@@ -106,6 +106,10 @@ def test_deleted_documents_leave_the_fastscan_lists_and_come_back_when_added_aga
     again = next(d for d in documents(passages) if d.id == target)
     index.add([again])
     assert top_ids(index, QUERIES[0])[0] == target
+    # Its tokens, packed into the blocks the removal left, are each other's nearest neighbours again.
+    own = index.get(target).vectors.float().numpy()
+    _, slots = index.token_storage.candidates.search(own, 1)
+    assert np.mean(slots[:, 0] == index._next_slot - 1) >= 0.95
 
 
 def test_a_metadata_filter_reaches_the_fastscan_scan(cached_encoder, passages):
@@ -121,3 +125,15 @@ def test_sub_vectors_that_cannot_split_the_vectors_are_refused_before_anything_i
         MultiVectorIndex(cached_encoder, IndexSettings(candidates=CandidateSettings(ivf_pq_subvectors=100)))
     custom = ivf_index(cached_encoder, passages, ivf_pq_subvectors=48)
     assert custom.token_storage.candidates.index.pq.M == 48
+
+
+def test_the_exact_scoring_depth_follows_the_storage_unless_it_is_set(by_codes, cached_encoder):
+    index = by_codes["pq4_fastscan"]
+    query = cached_encoder.encode_query(QUERIES[0])
+    settings = index.settings.candidates
+    found = index.token_storage.candidate_slots(query, None, 10, index._next_slot, settings)
+    assert settings.rerank_depth is None and len(found) == CandidateSettings.EXACT_STORAGE_RERANK_DEPTH == 48
+    assert CandidateSettings().depth_for(compressed=True) == CandidateSettings.COMPRESSED_STORAGE_RERANK_DEPTH == 64
+    deeper = settings.model_copy(update={"rerank_depth": 80})
+    assert len(index.token_storage.candidate_slots(query, None, 10, index._next_slot, deeper)) == 80
+    assert deeper.depth_for(compressed=True) == 80

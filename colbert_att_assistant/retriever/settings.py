@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -164,11 +164,17 @@ class CandidateSettings(BaseModel):
     """FAISS candidate generation before exact re-ranking.
 
     Defaults chosen on SciFact train (809 queries, benchmarks/RESULTS.md) by how often the top 10 equals that of an
-    exhaustive search: 4-bit fast-scan codes with 64 neighbours per query token and a re-rank depth of 64 keep 93.2%
-    of its top 10 in less time than 8-bit codes with 32 neighbours (91.8%); nprobe 4 keeps about as much as 8 in
-    less time. Settings that found a higher nDCG@10 on train with other top 10s (16 neighbours: 79% of the
-    exhaustive top 10) lost it on test.
+    exhaustive search: 4-bit fast-scan codes with 128 neighbours per query token and a re-rank depth of 48 keep 93.4%
+    of its top 10, about 1 ms sooner than 64 neighbours and depth 64 (93.2%), and 8-bit codes with 32 neighbours kept
+    91.8%; nprobe 4 keeps about as much as 8 in less time. Settings that found a higher nDCG@10 on train with other
+    top 10s (16 neighbours: 79% of the exhaustive top 10) lost it on test.
     """
+
+    # An exactly scored candidate costs its whole token matrix, read and multiplied; more neighbours per query token
+    # cost only a longer FAISS scan, and find the documents worth that cost more surely.
+    EXACT_STORAGE_RERANK_DEPTH: ClassVar[int] = 48
+    # Compressed storage draws its candidates from centroid lists instead, measured at the 100K pool with 64.
+    COMPRESSED_STORAGE_RERANK_DEPTH: ClassVar[int] = 64
 
     model_config = ConfigDict(extra="forbid")
 
@@ -185,14 +191,25 @@ class CandidateSettings(BaseModel):
     ivf_pq_subvectors: int | None = Field(
         default=None, ge=1, description="pq4_fastscan sub-vectors (half a byte each); None: dim / 4."
     )
-    tokens_per_query_token: int = Field(default=64, ge=1, description="FAISS neighbours per query token.")
-    rerank_depth: int = Field(default=64, ge=1, description="Candidates re-ranked with the exact score.")
+    tokens_per_query_token: int = Field(default=128, ge=1, description="FAISS neighbours per query token.")
+    rerank_depth: int | None = Field(
+        default=None,
+        ge=1,
+        description="Candidates re-ranked with the exact score; None: 48 for bfloat16 token storage (FAISS "
+        "candidates), 64 for compressed storage (centroid-list candidates).",
+    )
     exact_below_documents: int = Field(
         default=512, ge=0, description="Collections (or filtered sets) this small are scored exhaustively."
     )
     centroid_nprobe: int = Field(
         default=4, ge=1, description="residual_pq storage: centroid lists probed per query token for candidates."
     )
+
+    def depth_for(self, compressed: bool) -> int:
+        """`rerank_depth`, or the default of the storage kind."""
+        if self.rerank_depth is not None:
+            return self.rerank_depth
+        return self.COMPRESSED_STORAGE_RERANK_DEPTH if compressed else self.EXACT_STORAGE_RERANK_DEPTH
 
 
 class VectorFormat(StrEnum):

@@ -110,8 +110,14 @@ class TokenCandidateIndex:
             )
 
     def remove(self, slots: list[int]) -> None:
-        if slots:
-            self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(slots, dtype=np.int64)))
+        if not slots:
+            return
+        packed = isinstance(self.index, faiss.IndexIVFFastScan)
+        sizes_before = _list_sizes(self.index) if packed else None
+        self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(slots, dtype=np.int64)))
+        if sizes_before is not None:
+            changed = np.flatnonzero(_list_sizes(self.index) != sizes_before)
+            _clear_unused_block_slots(self.index, changed)
 
     def search(
         self, query_vectors: np.ndarray, k: int, allowed_slots: np.ndarray | None = None
@@ -124,3 +130,29 @@ class TokenCandidateIndex:
             params = faiss.SearchParameters(sel=selector)
         similarities, slots = self.index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k, params=params)
         return similarities, slots
+
+
+def _list_sizes(index: faiss.IndexIVF) -> np.ndarray:
+    invlists = index.invlists
+    return np.array([invlists.list_size(number) for number in range(invlists.nlist)], dtype=np.int64)
+
+
+def _clear_unused_block_slots(index: faiss.IndexIVFFastScan, lists: np.ndarray) -> None:
+    """Zero the unused slots of each list's last block of packed 4-bit codes.
+
+    FAISS (1.15) leaves the codes of removed tokens in the last block's unused slots, and packs the codes of tokens
+    added later into those slots with a bitwise OR, so one added after a removal was found by its own vector a
+    fifth less often. The block is rewritten from its live codes into zeroed memory."""
+    invlists = faiss.downcast_InvertedLists(index.invlists)
+    packer, per_block, block_size = invlists.packer, invlists.n_per_block, invlists.block_size
+    for number in lists:
+        size = invlists.list_size(int(number))
+        live = size % per_block
+        if not live:
+            continue
+        blocks = faiss.rev_swig_ptr(invlists.get_codes(int(number)), -(-size // per_block) * block_size)
+        last = blocks[(size // per_block) * block_size :].reshape(1, block_size)
+        codes = [packer.unpack_1(last, position) for position in range(live)]
+        last[:] = 0
+        for position, code in enumerate(codes):
+            packer.pack_1(code, position, last)

@@ -103,13 +103,13 @@ class ExactTokenStore(TokenStorage):
         or a tiny IVF probe), so every allowed document is scored."""
         assert self.candidates is not None
         neighbours = settings.tokens_per_query_token
-        ranked = _approximate_ranking(similarities, slots, top_k, settings.rerank_depth)
+        ranked = _approximate_ranking(similarities, slots, top_k, settings.depth_for(compressed=False))
         for _ in range(2):
             if ranked is not None:
                 break
             neighbours *= 4
             similarities, slots = self.candidates.search(query.vectors, neighbours, allowed)
-            ranked = _approximate_ranking(similarities, slots, top_k, settings.rerank_depth)
+            ranked = _approximate_ranking(similarities, slots, top_k, settings.depth_for(compressed=False))
         return ranked
 
     def token_vectors(self, documents: Sequence[StoredDocument]) -> torch.Tensor:

@@ -96,7 +96,7 @@ class ResidualTokenStore(TokenStorage):
             allowed_mask = np.zeros(n_slots, dtype=bool)
             allowed_mask[allowed] = True
         centroid_similarity = self.codec.centroid_similarity(query.vectors)
-        depth = max(settings.rerank_depth, top_k)
+        depth = max(settings.depth_for(compressed=True), top_k)
         nprobe = settings.centroid_nprobe
         for _ in range(3):
             slots = self.centroid_lists.candidates(centroid_similarity, nprobe, depth, allowed_mask)
