@@ -139,9 +139,14 @@ def test_compressed_search_matches_uncompressed_ranking(cached_encoder, passages
     exact = MultiVectorIndex(cached_encoder, IndexSettings(encoder=cached_encoder.settings))
     exact.add(passages)
     for query in QUERIES:
-        compressed_top = [h.id for h in compressed_index.search(query, top_k=5)]
+        compressed_hits = compressed_index.search(query, top_k=5)
+        compressed_top = [h.id for h in compressed_hits]
         exact_top = [h.id for h in exact.search(query, top_k=5)]
-        assert compressed_top[0] == exact_top[0]
+        # The exact first hit is first, or behind a near tie that the lossy codes may order either way (in one run
+        # "gene expression in stem cells" scored 7.381 and 7.375 compressed, 7.322 and 7.444 exact).
+        compressed_score = {h.id: h.score for h in compressed_hits}
+        assert exact_top[0] in compressed_score
+        assert compressed_score[exact_top[0]] >= 0.99 * compressed_hits[0].score
         assert len(set(compressed_top) & set(exact_top)) >= 3
 
 
