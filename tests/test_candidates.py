@@ -46,6 +46,13 @@ def top_ids(index: MultiVectorIndex, query: str, **kwargs) -> list[str]:
     return [hit.id for hit in index.search(query, top_k=10, **kwargs)]
 
 
+def own_token_share(index: MultiVectorIndex, document_id: str) -> float:
+    """Share of a document's tokens whose nearest FAISS neighbour is a token of that document."""
+    document = index.get(document_id)
+    _, slots = index.token_storage.candidates.search(document.vectors.float().numpy(), 1)
+    return float(np.mean(slots[:, 0] == document.slot))
+
+
 def test_the_default_codes_are_4_bit_sub_vectors_an_eighth_of_the_8_bit_codes(by_codes):
     assert CandidateSettings().ivf_codes == "pq4_fastscan"
     fast = by_codes["pq4_fastscan"].token_storage.candidates
@@ -107,9 +114,26 @@ def test_deleted_documents_leave_the_fastscan_lists_and_come_back_when_added_aga
     index.add([again])
     assert top_ids(index, QUERIES[0])[0] == target
     # Its tokens, packed into the blocks the removal left, are each other's nearest neighbours again.
-    own = index.get(target).vectors.float().numpy()
-    _, slots = index.token_storage.candidates.search(own, 1)
-    assert np.mean(slots[:, 0] == index._next_slot - 1) >= 0.95
+    assert own_token_share(index, target) >= 0.95
+
+
+def test_a_document_updated_in_a_reloaded_index_is_found_by_its_tokens_after_another_reload(
+    cached_encoder, passages, tmp_path
+):
+    # What the knowledge base does when a document changes: open the index from disk, remove, add, persist.
+    ivf_index(cached_encoder, passages).persist(tmp_path / "index")
+    loaded = MultiVectorIndex.load(
+        tmp_path / "index", encoder=cached_encoder, candidate_settings=CandidateSettings(**IVF)
+    )
+    changed = documents(passages)[7]
+    loaded.delete([changed.id, documents(passages)[8].id])
+    loaded.add([changed])
+    assert own_token_share(loaded, changed.id) >= 0.95
+    loaded.persist(tmp_path / "index")
+    again = MultiVectorIndex.load(
+        tmp_path / "index", encoder=cached_encoder, candidate_settings=CandidateSettings(**IVF)
+    )
+    assert own_token_share(again, changed.id) >= 0.95
 
 
 def test_a_metadata_filter_reaches_the_fastscan_scan(cached_encoder, passages):
