@@ -13,7 +13,6 @@ whose own thread pools would share the two cores with the timed path.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from ranx import Qrels, Run, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.query_encoding import load_average
 from colbert_att_assistant.evals.results_log import record_run, run_header
 from colbert_att_assistant.retriever.beir import BeirDataset
 from colbert_att_assistant.retriever.encoder import ColBERTAttEncoder
@@ -46,10 +46,6 @@ def parse_setting(text: str) -> CandidateSettings:
     except ValueError:
         raise typer.BadParameter(f"{text!r}: give 'neighbours,depth', two whole numbers, e.g. 64,64") from None
     return CandidateSettings(tokens_per_query_token=neighbours, rerank_depth=depth)
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def main(
@@ -73,7 +69,7 @@ def main(
     for text in texts[:WARM_UP]:
         for index in indexes.values():
             index.search(encoder.encode_query(text), top_k=10)
-    loads = {"start": load()}
+    loads = {"start": load_average()}
     started = time.perf_counter()
     per_round: list[dict[str, dict[str, float]]] = []
     hits: dict[str, dict[str, dict[str, float]]] = {name: {} for name in indexes}
@@ -99,7 +95,7 @@ def main(
                 for name, values in latencies.items()
             }
         )
-        loads[f"after_round_{number + 1}"] = load()
+        loads[f"after_round_{number + 1}"] = load_average()
     qrels = Qrels({qid: data.qrels[qid] for qid in query_ids if qid in data.qrels})
     ndcg = {name: round(float(evaluate(qrels, Run(found), "ndcg@10")) * 100, 2) for name, found in hits.items()}
     result = {
@@ -113,12 +109,12 @@ def main(
         "wall_s": round(time.perf_counter() - started, 1),
     }
     shipped = settings[SHIPPED]
+    shipped_label = f"{shipped.tokens_per_query_token},{shipped.depth_for(compressed=False)}"
     body = [
         f"- {len(texts)} {dataset.name} {split} queries, one at a time, encode_query (query_backend "
         f"{encoder.settings.query_backend}) + index.search top 10 on {index_dir}; {rounds} rounds, {BLOCK}-query "
         f"blocks in rotating order; {WARM_UP} warm-up queries per setting",
-        f"- shipped: {shipped.tokens_per_query_token} neighbours per query token, re-rank depth "
-        f"{shipped.depth_for(compressed=False)}",
+        f"- shipped (neighbours per query token, re-rank depth): {shipped_label}",
         f"- load average (1/5/15 min): {loads}",
         "",
         "| setting | nDCG@10 | " + " | ".join(f"round {n + 1} p50 / p95 ms" for n in range(rounds)) + " |",
@@ -126,9 +122,7 @@ def main(
     ]
     for name in indexes:
         cells = " | ".join(f"{r[name]['p50_ms']} / {r[name]['p95_ms']}" for r in per_round)
-        label = name
-        if name == SHIPPED:
-            label = f"{shipped.tokens_per_query_token},{shipped.depth_for(compressed=False)} (shipped)"
+        label = f"{shipped_label} (shipped)" if name == SHIPPED else name
         body.append(f"| {label} | {ndcg[name]} | {cells} |")
     print("\n".join(body))
     if record:

@@ -102,14 +102,14 @@ class ExactTokenStore(TokenStorage):
         again alone with 4 and 16 times as many neighbours. None: even then fewer than top_k (a selective filter,
         or a tiny IVF probe), so every allowed document is scored."""
         assert self.candidates is not None
-        neighbours = settings.tokens_per_query_token
-        ranked = _approximate_ranking(similarities, slots, top_k, settings.depth_for(compressed=False))
+        neighbours, depth = settings.tokens_per_query_token, settings.depth_for(compressed=False)
+        ranked = _approximate_ranking(similarities, slots, top_k, depth)
         for _ in range(2):
             if ranked is not None:
                 break
             neighbours *= 4
             similarities, slots = self.candidates.search(query.vectors, neighbours, allowed)
-            ranked = _approximate_ranking(similarities, slots, top_k, settings.depth_for(compressed=False))
+            ranked = _approximate_ranking(similarities, slots, top_k, depth)
         return ranked
 
     def token_vectors(self, documents: Sequence[StoredDocument]) -> torch.Tensor:
